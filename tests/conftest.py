@@ -1,0 +1,19 @@
+import numpy as np
+import pytest
+
+#: Relative tolerances by dtype, for results that are the same arithmetic done in
+#: another order (loop kernels vs NumPy/BLAS). float64: ~1e-16 per operation, a few
+#: thousand operations, conditioning of a short training run -> 1e-9 is generous
+#: yet catches any real error. float32: ~6e-8 per operation -> 1e-4.
+RTOL = {np.float64: 1e-9, np.float32: 1e-4}
+ATOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    dtype = np.dtype(dtype).type
+    np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype] * scale, atol=ATOL[dtype] * scale)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,199 @@
+"""The Network API against the plain-NumPy reference, finite differences and a hand example."""
+
+import numpy as np
+import pytest
+import reference as ref
+from conftest import assert_close
+
+import nbbackprop as nb
+
+SHAPES = [[4, 3], [3, 1, 2], [5, 4, 3], [7, 5, 1, 3], [6, 9, 5, 4, 2]]
+DTYPES = [np.float64, np.float32]
+STRATEGIES = ["serial", "parallel", "auto"]
+
+
+def make_data(rng, sizes, m, dtype=np.float64):
+    X = rng.random((m, sizes[0])).astype(dtype)
+    labels = rng.integers(0, sizes[-1], m)
+    Y = np.eye(sizes[-1], dtype=dtype)[labels]
+    return X, Y, labels
+
+
+def ref_params(net):
+    return [W.astype(np.float64).copy() for W in net.weights], [
+        b.astype(np.float64).copy() for b in net.biases
+    ]
+
+
+@pytest.mark.parametrize("sizes", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 3, 17])
+def test_feedforward_matches_reference(sizes, dtype, m, rng):
+    net = nb.Network(sizes, dtype=dtype.__name__, seed=3)
+    X, _, _ = make_data(rng, sizes, m, dtype)
+    W, b = ref_params(net)
+    expected = ref.predict(W, b, net.activations, X.astype(np.float64))
+    out = net.feedforward(X)
+    assert out.dtype == dtype and out.shape == (m, sizes[-1])
+    assert_close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("sizes", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_backprop_matches_reference(sizes, dtype, strategy, rng):
+    net = nb.Network(sizes, dtype=dtype.__name__, seed=5, strategy=strategy)
+    X, Y, _ = make_data(rng, sizes, 6, dtype)
+    W, b = ref_params(net)
+    nw_ref, nb_ref, c_ref = ref.mean_gradients(
+        W, b, net.activations, "quadratic", X.astype(np.float64), Y.astype(np.float64)
+    )
+    nabla_w, nabla_b = net.backprop(X, Y)
+    for l in range(len(W)):
+        assert nabla_w[l].shape == W[l].shape and nabla_b[l].shape == b[l].shape
+        assert_close(nabla_w[l], nw_ref[l], dtype, scale=10)
+        assert_close(nabla_b[l], nb_ref[l], dtype, scale=10)
+    assert_close(net.cost(X, Y), c_ref, dtype)
+
+
+@pytest.mark.parametrize("sizes", [[3, 4, 2], [5, 3, 1, 4], [2, 1, 1, 3]])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "identity"])
+def test_backprop_matches_finite_differences(sizes, activation, rng):
+    net = nb.Network(sizes, activation=activation, seed=11)
+    X, Y, _ = make_data(rng, sizes, 4)
+    nabla_w, nabla_b = net.backprop(X, Y)
+    analytic = np.concatenate([g.ravel() for g in nabla_w] + [g.ravel() for g in nabla_b])
+    h = 1e-6
+    numeric = np.empty(net.n_params)
+    for i in range(net.n_params):  # params is the buffer behind weights and biases
+        keep = net.params[i]
+        net.params[i] = keep + h
+        up = net.cost(X, Y)
+        net.params[i] = keep - h
+        down = net.cost(X, Y)
+        net.params[i] = keep
+        numeric[i] = (up - down) / (2 * h)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_hand_worked_example():
+    """A 1-1-1 sigmoid network worked by hand, quadratic cost.
+
+    w1 = 0.5, b1 = 0, w2 = -1, b2 = 0.5, x = 1, y = 1.
+    z1 = 0.5                        a1 = σ(0.5)  = 0.622459331202
+    z2 = w2 a1 + b2 = -0.122459331202, a2 = σ(z2) = 0.469423368982
+    C  = ½(a2 - y)²                 = 0.140755780691
+    σ'(z2) = a2(1 - a2)             = 0.249065069636
+    δ2 = (a2 - y) σ'(z2)            = -0.530576631018 · 0.249065069636 = -0.132148105551  (BP1)
+    σ'(z1) = a1(1 - a1)             = 0.235003712202
+    δ1 = w2 δ2 σ'(z1)               = 0.132148105551 · 0.235003712202 = 0.031055295365   (BP2)
+    ∂C/∂b2 = δ2, ∂C/∂w2 = δ2 a1 = -0.082256821401                                        (BP3, BP4)
+    ∂C/∂b1 = δ1, ∂C/∂w1 = δ1 x  =  0.031055295365
+    """
+    net = nb.Network([1, 1, 1], seed=0)
+    net.weights[0][...] = 0.5
+    net.biases[0][...] = 0.0
+    net.weights[1][...] = -1.0
+    net.biases[1][...] = 0.5
+    x, y = np.array([[1.0]]), np.array([[1.0]])
+    assert net.feedforward(x)[0, 0] == pytest.approx(0.469423368982, abs=1e-12)
+    assert net.cost(x, y) == pytest.approx(0.140755780691, abs=1e-12)
+    nw, nb_ = net.backprop(x, y)
+    assert nb_[1][0] == pytest.approx(-0.132148105551, abs=1e-12)
+    assert nw[1][0, 0] == pytest.approx(-0.082256821401, abs=1e-12)
+    assert nb_[0][0] == pytest.approx(0.031055295365, abs=1e-12)
+    assert nw[0][0, 0] == pytest.approx(0.031055295365, abs=1e-12)
+
+
+@pytest.mark.parametrize("sizes", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 4, 30])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_fit_epoch_matches_reference(sizes, dtype, batch_size, strategy, rng):
+    net = nb.Network(sizes, dtype=dtype.__name__, seed=7)
+    X, Y, _ = make_data(rng, sizes, 13, dtype)
+    W, b = ref_params(net)
+    ref_costs = [
+        ref.sgd_epoch(W, b, net.activations, "quadratic", X.astype(np.float64),
+                      Y.astype(np.float64), batch_size, 0.7)
+        for _ in range(2)
+    ]  # fmt: skip
+    hist = net.fit(X, Y, epochs=2, batch_size=batch_size, eta=0.7, shuffle=False,
+                   strategy=strategy)  # fmt: skip
+    for l in range(len(W)):
+        assert_close(net.weights[l], W[l], dtype, scale=10)
+        assert_close(net.biases[l], b[l], dtype, scale=10)
+    assert_close(hist["train_cost"], ref_costs, dtype, scale=10)
+
+
+def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
+    sizes = [5, 4, 3]
+    X, Y, labels = make_data(rng, sizes, 20)
+    a = nb.Network(sizes, seed=1)
+    W, b = ref_params(a)
+    a.fit(X, labels, epochs=2, batch_size=3, eta=0.5, seed=42)
+    order_rng = np.random.default_rng(42)
+    for _ in range(2):
+        ref.sgd_epoch(W, b, a.activations, "quadratic", X, Y, 3, 0.5,
+                      order=order_rng.permutation(20))  # fmt: skip
+    for l in range(2):
+        assert_close(a.weights[l], W[l], np.float64)
+    c = nb.Network(sizes, seed=1)
+    c.fit(X, labels, epochs=2, batch_size=3, eta=0.5, seed=42)
+    assert np.array_equal(a.params, c.params)
+    d = nb.Network(sizes, seed=1)
+    d.fit(X, labels, epochs=2, batch_size=3, eta=0.5, seed=43)
+    assert not np.array_equal(a.params, d.params)
+
+
+def test_strategies_agree_bitwise_for_a_thread_count(rng):
+    sizes = [30, 40, 10]
+    X, Y, _ = make_data(rng, sizes, 64)
+    runs = []
+    for strategy in STRATEGIES:
+        net = nb.Network(sizes, seed=2)
+        net.fit(X, Y, epochs=2, batch_size=16, eta=1.0, seed=0, strategy=strategy)
+        runs.append(net.params.copy())
+    for r in runs[1:]:
+        np.testing.assert_allclose(r, runs[0], rtol=1e-12, atol=1e-14)
+
+
+def test_weights_and_biases_are_writable_views():
+    net = nb.Network([3, 2, 2], seed=0)
+    net.weights[1][0, 1] = 42.0
+    net.biases[0][1] = -7.0
+    assert 42.0 in net.params and -7.0 in net.params
+    assert np.shares_memory(net.weights[0], net.params)
+    net.weights[0][...] = 0
+    net.biases[0][...] = 0
+    net.weights[1][...] = 0
+    net.biases[1][...] = 0
+    np.testing.assert_allclose(net.feedforward(np.ones((2, 3))), 0.5)
+
+
+def test_history_contents(rng):
+    sizes = [4, 5, 3]
+    X, _, labels = make_data(rng, sizes, 30)
+    net = nb.Network(sizes, seed=0)
+    h = net.fit(X, labels, epochs=3, batch_size=5, eta=1.0, validation_data=(X, labels), seed=0)
+    assert h["epoch"] == [0, 1, 2]
+    assert len(h["train_cost"]) == len(h["val_accuracy"]) == len(h["val_cost"]) == 3
+    assert h["val_accuracy"][-1] == net.evaluate(X, labels)
+    assert h["val_cost"][-1] == pytest.approx(net.cost(X, labels))
+
+
+def test_predict_evaluate_accept_labels_and_one_hot(rng):
+    sizes = [4, 5, 3]
+    X, Y, labels = make_data(rng, sizes, 25)
+    net = nb.Network(sizes, seed=0)
+    pred = net.predict(X)
+    assert pred.dtype.kind == "i" and pred.shape == (25,)
+    assert net.evaluate(X, labels) == net.evaluate(X, Y) == np.mean(pred == labels)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_learns_digits(dtype):
+    (Xtr, ytr), (Xte, yte) = nb.datasets.load_digits()
+    net = nb.Network([64, 30, 10], dtype=dtype, seed=0)
+    net.fit(Xtr, ytr, epochs=30, batch_size=10, eta=3.0, seed=0)
+    assert net.evaluate(Xte, yte) >= 0.95
