@@ -157,9 +157,10 @@ def _read(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise _fail(path, "not an nbbackprop model file (a .npy array, not a .npz archive)")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise _fail(path, "not an nbbackprop model file (a .npy array, not a .npz archive)")
+        with z:
             names = set(z.files)
             missing = _MEMBERS - names
             extra = names - _MEMBERS - _OPTIONAL
