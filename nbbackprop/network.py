@@ -398,10 +398,11 @@ class Network:
             The improvement that counts, for early stopping and the plateau schedule.
         metric : str, optional
             The figure watched by early stopping and the plateau schedule:
-            ``"val_cost"`` (the default when there is validation data),
+            ``"val_cost"`` (the default with validation data or early stopping),
             ``"val_accuracy"``, ``"train_cost"`` (the default otherwise) or
             ``"train_accuracy"``. With a ``"val_"`` metric and no
-            ``validation_data``, a random ``validation_fraction`` of the training
+            ``validation_data`` (also for a ``"val_"`` name in ``monitor``), a
+            random ``validation_fraction`` of the training
             data is held out (drawn from the network's random stream).
         restore_best : bool
             With early stopping, end with the parameters of the best epoch.

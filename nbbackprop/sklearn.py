@@ -297,7 +297,7 @@ class _BaseMLP(BaseEstimator):
             callback = None
             if self.verbose:
 
-                def callback(epoch, history):  # noqa: E306
+                def callback(epoch, history):
                     print(f"Iteration {epoch + 1}, loss = {history['train_cost'][-1]:.8f}")
 
             hist = net.fit(
