@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import _validation as v
+from . import devices, orchestration
 from . import functions as fn
-from . import orchestration
 from .kernels import cpu_train
 
 INITS = ("default", "large", "glorot", "he")
@@ -69,8 +69,9 @@ class Network:
     cost : str
         ``"quadratic"``, ``"cross_entropy"`` (sigmoid output) or
         ``"log_likelihood"`` (softmax output).
-    dtype : str
-        ``"float64"`` or ``"float32"``.
+    dtype : str, optional
+        ``"float64"`` or ``"float32"``; by default float32 with ``device="cuda"``
+        (the GPU default) and float64 otherwise.
     init : str
         ``"default"``: N(0, 1/n_in) weights and N(0, 1) biases (Nielsen's
         network2); ``"large"``: N(0, 1) for both (Nielsen's network.py);
@@ -79,6 +80,13 @@ class Network:
     seed : int, optional
         Seeds the initialisation and the network's own random stream (used by
         :meth:`fit` for shuffling when it is given no seed).
+    strategy : str
+        The kernel strategy (see :meth:`plan`): ``"auto"``, the CPU's ``"serial"``
+        and ``"parallel"``, the GPU's ``"layered"`` and ``"fused"``.
+    device : str
+        ``"auto"`` (a usable GPU when the work per mini-batch is large enough to
+        gain from it, else the CPU), ``"cpu"`` or ``"cuda"``. ``"cuda"`` without a
+        usable GPU raises :class:`nbbackprop.devices.CudaUnavailableError` saying why.
     """
 
     def __init__(
@@ -86,19 +94,26 @@ class Network:
         sizes: Sequence[int],
         activation: str | Sequence[str] = "sigmoid",
         cost: str = "quadratic",
-        dtype: str = "float64",
+        dtype: str | None = None,
         seed: int | None = None,
         *,
         output_activation: str | None = None,
         init: str = "default",
         strategy: str = "auto",
+        device: str = "auto",
     ):
         self.sizes = v.check_sizes(sizes)
         self.cost_name = v.check_choice(cost, "cost", fn.COSTS)
+        self.device = v.check_choice(device, "device", orchestration.DEVICES)
+        if dtype is None:
+            dtype = "float32" if self.device == "cuda" else "float64"
         self.dtype = v.check_dtype(dtype)
         self.init = v.check_choice(init, "init", INITS)
         self.activations = self._check_activations(activation, output_activation)
-        self.strategy = v.check_choice(strategy, "strategy", orchestration.CPU_STRATEGIES)
+        self.strategy = v.check_choice(strategy, "strategy", orchestration.STRATEGIES)
+        orchestration.check_device_strategy(self.device, self.strategy)
+        if orchestration.requires_cuda(self.device, self.strategy):
+            devices.require_cuda()
         seed = v.check_seed(seed)
         L = len(self.sizes) - 1
         self._acts = np.array([fn.ACTIVATIONS[a] for a in self.activations], dtype=np.int64)
@@ -187,18 +202,35 @@ class Network:
         return (self._sizes, self._acts)
 
     # ------------------------------------------------------------- orchestration
-    def plan(self, batch_size: int = 10, strategy: str | None = None) -> orchestration.Plan:
-        """The kernels that run for mini-batches of ``batch_size``, and why."""
+    def plan(
+        self, batch_size: int = 10, strategy: str | None = None, device: str | None = None
+    ) -> orchestration.Plan:
+        """The device and kernels that run for mini-batches of ``batch_size``, and why.
+
+        Print it to read it. ``strategy`` and ``device`` default to the network's.
+        """
         batch_size = v.check_int(batch_size, "batch_size", minimum=1)
         strategy = self.strategy if strategy is None else strategy
-        v.check_choice(strategy, "strategy", orchestration.CPU_STRATEGIES)
-        return orchestration.plan_cpu(self.sizes, batch_size, strategy, self.n_params)
+        device = self.device if device is None else device
+        v.check_choice(strategy, "strategy", orchestration.STRATEGIES)
+        v.check_choice(device, "device", orchestration.DEVICES)
+        return orchestration.plan(
+            self.sizes, batch_size, device, strategy, self.n_params, self.dtype
+        )
+
+    def _on_gpu(self, batch_size: int) -> bool:
+        device, _ = orchestration.choose_device(self.device, self.strategy, self.sizes, batch_size)
+        return device == "cuda"
 
     # ---------------------------------------------------------------- inference
     def feedforward(self, X) -> np.ndarray:
         """Output activations a^L for each row of ``X`` (shape (m, sizes[0]))."""
         X = v.check_inputs(X, self.sizes[0], self.dtype)
         cap = min(X.shape[0], 256)
+        if self._on_gpu(cap):
+            from .kernels import cuda_train
+
+            return cuda_train.feedforward(self, X)
         ws = self._workspace(cap)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         par = self.plan(cap).flags
@@ -236,6 +268,10 @@ class Network:
         Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, name="Y")
         m = X.shape[0]
         ws = Workspace(self.sizes, m, self.dtype, self.n_params)
+        if self._on_gpu(m):
+            from .kernels import cuda_train
+
+            return cuda_train.batch_gradients(self, X, Y, ws.grads), m, ws
         total = cpu_train.batch_gradients(
             self.params, ws.grads, self._sizes, self._acts, fn.COSTS[self.cost_name],
             self._w_off, self._b_off, self._a_off, self._z_off, X, Y, ws.abuf, ws.zbuf,
@@ -303,6 +339,7 @@ class Network:
         epsilon: float = 1e-8,
         strategy: str | None = None,
         callback: Callable[[int, dict], None] | None = None,
+        device: str | None = None,
     ) -> dict[str, list]:
         """Train by mini-batch gradient descent and return the per-epoch history.
 
@@ -332,6 +369,11 @@ class Network:
             Hyper-parameters of momentum and Adam.
         strategy : str, optional
             Force a kernel strategy (see :meth:`plan`).
+        device : str, optional
+            Override the network's device for this run. On the GPU the data set,
+            parameters and buffers stay on the device for the whole run; the
+            parameters are copied back into :attr:`params` when it ends (and after
+            each epoch when ``validation_data`` or ``callback`` needs them).
         callback : callable, optional
             Called as ``callback(epoch, history)`` after each epoch.
 
@@ -365,14 +407,13 @@ class Network:
             Xv = v.check_inputs(Xv, self.sizes[0], self.dtype, name="validation_data[0]")
             Yv = v.check_targets(yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]")
             val = (Xv, Yv)
+        n = X.shape[0]
+        cap = min(batch_size, n)
+        plan = self.plan(cap, strategy, device)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self._set_optimizer(optimizer)
 
-        n = X.shape[0]
-        cap = min(batch_size, n)
-        ws = self._workspace(cap)
-        par = self.plan(cap, strategy).flags
         hyper = np.array([eta, lmbda / n, momentum, beta1, beta2, epsilon], dtype=np.float64)
         n_batches = -(-n // batch_size)
         flops = 6.0 * sum(self.sizes[l] * self.sizes[l + 1] for l in range(len(self.sizes) - 1))
@@ -383,30 +424,54 @@ class Network:
             history["val_accuracy"] = []
             history["val_cost"] = []
         identity = np.arange(n, dtype=np.int64)
-        for epoch in range(epochs):
-            order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
-            for first in range(0, n_batches, chunk):
-                last = min(first + chunk, n_batches)
-                done = cpu_train.train_batches(
-                    self.params, ws.grads, self.opt_state, self._sizes, self._acts,
-                    fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
-                    self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
-                    ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
-                    self.step, par,
-                )  # fmt: skip
-                if done != last - first:
-                    raise FloatingPointError(
-                        f"training diverged: the cost became {batch_costs[first + done]} in "
-                        f"epoch {epoch}, mini-batch {first + done}; try a smaller eta "
-                        f"(got {eta})"
-                    )
-            history["epoch"].append(epoch)
-            history["train_cost"].append(float(np.mean(batch_costs)))
-            if val is not None:
-                history["val_accuracy"].append(self.evaluate(val[0], val[1]))
-                history["val_cost"].append(self.cost(val[0], val[1]))
-            if callback is not None:
-                callback(epoch, history)
+
+        def diverged(epoch, i):
+            return FloatingPointError(
+                f"training diverged: the cost became {batch_costs[i]} in epoch {epoch}, "
+                f"mini-batch {i}; try a smaller eta (got {eta})"
+            )
+
+        gpu = None
+        if plan.device == "cuda":
+            from .kernels import cuda_train
+
+            gpu = cuda_train.Trainer(
+                self, X, Y, batch_size, OPTIMIZERS[optimizer], hyper,
+                fused=plan.layers[0].variant == "fused",
+            )  # fmt: skip
+        else:
+            ws = self._workspace(cap)
+            par = plan.flags
+        try:
+            for epoch in range(epochs):
+                order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
+                if gpu is not None:
+                    done = gpu.epoch(order, batch_costs)
+                    if done != n_batches:
+                        raise diverged(epoch, done)
+                    if val is not None or callback is not None:
+                        gpu.sync()
+                for first in range(0, n_batches if gpu is None else 0, chunk):
+                    last = min(first + chunk, n_batches)
+                    done = cpu_train.train_batches(
+                        self.params, ws.grads, self.opt_state, self._sizes, self._acts,
+                        fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
+                        self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
+                        ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
+                        self.step, par,
+                    )  # fmt: skip
+                    if done != last - first:
+                        raise diverged(epoch, first + done)
+                history["epoch"].append(epoch)
+                history["train_cost"].append(float(np.mean(batch_costs)))
+                if val is not None:
+                    history["val_accuracy"].append(self.evaluate(val[0], val[1]))
+                    history["val_cost"].append(self.cost(val[0], val[1]))
+                if callback is not None:
+                    callback(epoch, history)
+        finally:
+            if gpu is not None:
+                gpu.close()  # parameters and optimiser state back into this network
         return history
 
     def __repr__(self) -> str:

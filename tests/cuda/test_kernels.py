@@ -200,7 +200,7 @@ def test_updates_skip_when_status_is_set(opt, rng):
     if opt == "sgd":
         kc.sgd_update(d_p, dev(grads), 0.3, 1.0, 0.0, 5, status)
     elif opt == "adam":
-        kc.adam_update(d_p, dev(grads), dev(s1), dev(s2), 0.3, 1.0, 0, 5, 0.9, 0.99, 1e-8, 1, status)
+        kc.adam_update(d_p, dev(grads), dev(s1), dev(s2), 0.3, 1, 0, 5, 0.9, 0.99, 1e-8, 1, status)
     else:
         kc.momentum_update(d_p, dev(grads), dev(s1), 0.3, 1.0, 0.0, 5, 0.9, False, status)
     np.testing.assert_array_equal(host(d_p), params)
@@ -258,7 +258,8 @@ def test_fused_backprop_and_update(sizes, acts, cost, dtype, rng):
         np.zeros(m * sum(sizes[1:]), dtype), costs, np.zeros(len(sizes), dtype=np.int64),
     )  # fmt: skip
     n_tiles = -(-m // S)
-    d_params, d_partials, d_costs = dev(params), dev(np.zeros((n_tiles, P), dtype)), dev(np.zeros(m))
+    d_params, d_costs = dev(params), dev(np.zeros(m))
+    d_partials = dev(np.zeros((n_tiles, P), dtype))
     kc.fused_backprop(
         d_params, dev(sz), dev(a_codes), dev(w_off), dev(b_off), dev(s_off), dev(X), dev(Y),
         dev(order), start, m, fn.COSTS[cost], S, d_partials, d_costs, tuple(sizes),
