@@ -193,3 +193,16 @@ def test_auto_never_takes_the_simulator(monkeypatch):
     p = nb.Network([6, 5, 4]).plan(8)
     assert p.device == "cpu" and "simulator" in str(p)
 
+
+def test_gpu_check_script_correctness_part_runs_simulated(capsys):
+    """benchmarks/gpu_check.py --simulate: its kernel and strategy checks pass here."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--simulate"]) == 0  # the fixture restores the launch settings
+    out = capsys.readouterr().out
+    assert "all checks passed" in out and "fused" in out and "adam_update" in out
