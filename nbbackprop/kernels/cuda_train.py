@@ -169,13 +169,11 @@ class Trainer:
     batch_size : int
     opt : int
         Optimiser code (``SGD``, ``MOMENTUM``, ``NESTEROV``, ``ADAM``).
-    hyper : ndarray
-        (eta, λ/n, momentum, beta1, beta2, epsilon), as for ``cpu_train``.
     fused : bool
         Run the fused kernel (else the per-layer kernels).
     """
 
-    def __init__(self, net, X, Y, batch_size: int, opt: int, hyper, fused: bool):
+    def __init__(self, net, X, Y, batch_size: int, opt: int, fused: bool):
         self.net = net
         self.sizes, self.acts = _layout(net)
         self.n = X.shape[0]
@@ -183,7 +181,7 @@ class Trainer:
         self.cap = min(batch_size, self.n)
         self.n_batches = -(-self.n // batch_size)
         self.opt = opt
-        self.hyper = tuple(float(h) for h in hyper)
+        self.hyper = (0.0,) * 6
         self.cost = fn.COSTS[net.cost_name]
         self.n_w = int(net.n_weights)
         dt = net.dtype
@@ -250,12 +248,16 @@ class Trainer:
             self.status, self.m1, self.m2, self.opt, self.hyper, self.n_w, t,
         )  # fmt: skip
 
-    def epoch(self, order: np.ndarray, batch_costs: np.ndarray) -> int:
+    def epoch(self, order: np.ndarray, batch_costs: np.ndarray, hyper) -> int:
         """Train one epoch in the sample ``order``; fills ``batch_costs`` (host).
+
+        ``hyper`` is (eta, λ/n, momentum, beta1, beta2, epsilon) for this epoch, as
+        for ``cpu_train`` (a schedule changes η from epoch to epoch).
 
         Returns the number of mini-batches whose update was applied: all of them,
         or the index of the first whose cost was not finite.
         """
+        self.hyper = tuple(float(h) for h in hyper)
         self.order.copy_to_device(order)
         step = self._step_fused if self.fused else self._step_layered
         t0 = int(self.net.step[0])
@@ -269,11 +271,11 @@ class Trainer:
         return done
 
     def sync(self) -> None:
-        """Copy the parameters back into ``net.params`` (in place)."""
+        """Copy parameters and optimiser state back into the network (in place)."""
         self.params.copy_to_host(self.net.params)
-
-    def close(self) -> None:
-        """Copy parameters and optimiser state back into the network."""
-        self.sync()
         if self.state is not None:
             self.state.copy_to_host(self.net.opt_state)
+
+    def close(self) -> None:
+        """The end of the run: everything back into the network."""
+        self.sync()

@@ -206,3 +206,27 @@ def test_gpu_check_script_correctness_part_runs_simulated(capsys):
     assert gpu_check.main(["--simulate"]) == 0  # the fixture restores the launch settings
     out = capsys.readouterr().out
     assert "all checks passed" in out and "fused" in out and "adam_update" in out
+
+
+@pytest.mark.parametrize("strategy", GPU_STRATEGIES)
+def test_schedules_early_stopping_monitors_and_continuation_match_cpu(strategy, rng, tmp_path):
+    """fit's per-epoch machinery sees the GPU's parameters each epoch, as on the CPU."""
+    sizes = [4, 5, 3]
+    X, _, labels = make_data(rng, sizes, 12)
+    cpu_net, gpu_net = pair(sizes, np.float64, seed=6)
+    kw = dict(batch_size=4, eta=0.3, seed=2, optimizer="adam", schedule="invscaling",
+              monitor=("train_accuracy", "val_cost"), early_stopping=True, patience=1,
+              restore_best=True)  # fmt: skip
+    h_cpu = cpu_net.fit(X, labels, epochs=3, **kw)
+    h = gpu_net.fit(X, labels, epochs=3, strategy=strategy, checkpoint=tmp_path / "c.npz", **kw)
+    assert h.keys() == h_cpu.keys() and h["epoch"] == h_cpu["epoch"] and h["eta"] == h_cpu["eta"]
+    for key in ("train_cost", "val_cost", "train_accuracy"):
+        assert_close(h[key], h_cpu[key], np.float64)
+    assert_close(gpu_net.params, cpu_net.params, np.float64)
+    # Continuation: optimiser state, step and epoch count carry into the next fit.
+    more = dict(batch_size=4, eta=0.3, optimizer="adam", shuffle=False)
+    cpu_net.fit(X, labels, epochs=1, **more)
+    gpu_net.fit(X, labels, epochs=1, strategy=strategy, **more)
+    assert gpu_net.step[0] == cpu_net.step[0] and gpu_net.epochs_trained == cpu_net.epochs_trained
+    assert_close(gpu_net.params, cpu_net.params, np.float64)
+    assert_close(gpu_net.opt_state, cpu_net.opt_state, np.float64)
