@@ -7,10 +7,22 @@ Import the autouse fixture into a test module to make every launch tiny::
 
 import numpy as np
 import pytest
-from numba import cuda
 
-from nbbackprop import orchestration
-from nbbackprop.kernels import cuda as kc
+from nbbackprop import devices
+
+if not (devices.simulator_requested() or devices.cuda_status().usable):
+    # Reached when tests/cuda is named explicitly without the simulator or a GPU
+    # (a plain ``python -m pytest`` does not collect it: see tests/conftest.py).
+    pytest.skip(
+        f"CUDA tests need NUMBA_ENABLE_CUDASIM=1 (set before numba is imported) or a GPU; "
+        f"{devices.cuda_status()}",
+        allow_module_level=True,
+    )
+
+from numba import cuda  # noqa: E402
+
+from nbbackprop import orchestration  # noqa: E402
+from nbbackprop.kernels import cuda as kc  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
