@@ -14,9 +14,14 @@ Three parts, a short table each:
 Sized to finish in under 5 minutes on one GPU. ``--simulate`` runs parts 1 and 2
 under NVIDIA's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) on tiny sizes, so the
 script can be checked on a machine without a GPU; timing is skipped there.
+``--ptx`` compiles every kernel to PTX with NVVM for the argument types the
+drivers pass, which needs NVVM and NVRTC (``pip install nvidia-nvvm
+nvidia-cuda-nvrtc``, with their ``lib`` folder on ``LD_LIBRARY_PATH``) but no GPU:
+the simulator checks no types, this does.
 
     python benchmarks/gpu_check.py              # on a GPU machine
     python benchmarks/gpu_check.py --simulate   # anywhere, correctness only
+    python benchmarks/gpu_check.py --ptx        # anywhere with NVVM: does it compile?
 
 Exit status: 0 when every check passes, 1 when one fails, 2 when no GPU is usable.
 """
@@ -45,6 +50,12 @@ def parse_args(argv=None):
         help="run the correctness parts under NUMBA_ENABLE_CUDASIM=1 on tiny sizes",
     )
     p.add_argument("--no-timing", action="store_true", help="skip part 3")
+    p.add_argument(
+        "--ptx",
+        action="store_true",
+        help="only compile every kernel to PTX (needs NVVM and NVRTC, no GPU)",
+    )
+    p.add_argument("--cc", default="8.0", help="compute capability for --ptx (default 8.0)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement")
     return p.parse_args(argv)  # fmt: skip
 
@@ -125,6 +136,60 @@ def _check_kernels_of(rng, dtype: str, m: int, n_in: int, n_out: int, rows: list
     run("adam_update",
         lambda p, v, s: cpu.adam_update_serial(p, g0, v, s, *h, 0.9, 0.999, 1e-8, 3),
         lambda p, v, s: kc.adam_update(p, d(g0), v, s, *h, 0.9, 0.999, 1e-8, 3), state)  # fmt: skip
+
+
+def ptx_signatures(dtype: str) -> list[tuple[str, object, tuple]]:
+    """(name, kernel dispatcher, argument types) for every kernel, as the drivers launch them."""
+    import numpy as np
+    from numba import from_dtype, types
+
+    from nbbackprop.kernels import cuda as kc
+
+    f = from_dtype(np.dtype(dtype))
+    A1, A2 = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    F1, I1 = types.Array(types.float64, 1, "C"), types.Array(types.int64, 1, "C")
+    i, x, b = types.int64, types.float64, types.boolean
+    ws, hd, wg, fused = kc._build(dtype, kc.TILE)
+    return [
+        ("weighted_sums", ws, (A2, A1, A2, A2, A2, i)),
+        ("hidden_delta", hd, (A2, A2, A2, A2, i)),
+        ("weight_grads", wg, (A2, A2, A2)),
+        ("fused_backprop", fused, (A1, I1, I1, I1, I1, I1, A2, A2, I1, i, i, i, i, A2, F1)),
+        ("softmax_rows", kc._softmax_rows, (A2, A2)),
+        ("output_delta", kc._output_delta, (A2, A2, A2, F1, i, i)),
+        ("bias_grads", kc._bias_grads, (A2, A1)),
+        ("sgd_update", kc._sgd_update, (A1, A1, x, x, x, i, I1)),
+        ("momentum_update", kc._momentum_update, (A1, A1, A1, x, x, x, i, x, b, I1)),
+        ("adam_update", kc._adam_update, (A1, A1, A1, A1, x, x, x, i, x, x, x, i, I1)),
+        ("gather_rows", kc._gather_rows, (A2, I1, i, A2)),
+        ("record_cost", kc._record_cost, (F1, i, F1, i, I1)),
+        ("fused_update", kc.fused_update,
+         (A1, A2, i, F1, i, F1, i, I1, A1, A1, i, x, x, i, x, x, x, x, i)),
+    ]  # fmt: skip
+
+
+def check_ptx(cc: tuple[int, int]) -> list[tuple]:
+    """Compile every kernel to PTX for ``cc``; returns (kernel, dtype, PTX lines, ok, s)."""
+    import types as pytypes
+
+    from numba import cuda
+    from numba.cuda import dispatcher
+
+    # Device functions (σ, σ', the optimiser steps...) compile for the "current device";
+    # without a GPU, tell them the compute capability asked for. Nothing is launched.
+    fake = pytypes.SimpleNamespace(compute_capability=cc)
+    dispatcher.get_current_device = lambda: fake
+    rows = []
+    for dtype in ("float64", "float32"):
+        for name, kernel, sig in ptx_signatures(dtype):
+            t = time.perf_counter()
+            try:
+                ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc)
+                rows.append((name, dtype, str(ptx.count("\n")), True, time.perf_counter() - t))
+            except Exception as exc:  # report every failure, not only the first
+                msg = " ".join(str(exc).split())[:300]
+                rows.append((name, dtype, f"{type(exc).__name__}: {msg}", False, 0.0))
+    return rows
 
 
 def check_strategies(rng, simulate: bool) -> list[tuple]:
@@ -259,6 +324,14 @@ def table(title, header, rows, fmt):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.ptx:
+        cc = tuple(int(c) for c in args.cc.split("."))
+        rows = check_ptx(cc)
+        table(f"PTX for compute capability {args.cc}", ["kernel", "dtype", "PTX lines", "ok", "s"],
+              rows, [str, str, str, str, "{:.2f}".format])  # fmt: skip
+        ok = all(r[3] for r in rows)
+        print(f"\n{'every kernel compiles' if ok else 'SOME KERNELS DO NOT COMPILE'}")
+        return 0 if ok else 1
     if args.simulate:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is imported
     import numpy as np
