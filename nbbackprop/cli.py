@@ -349,15 +349,22 @@ def predict(model, inputs, raw, out_path) -> None:
 
 @main.command()
 def info() -> None:
-    """Versions, threads and the kernel plan for a small network."""
+    """Versions, threads, devices and the kernel plan for a small network."""
     import numba
     import numpy
 
+    from . import devices
     from .network import Network
 
     click.echo(f"nbbackprop {__version__}, numba {numba.__version__}, numpy {numpy.__version__}")
     click.echo(f"threads: {numba.get_num_threads()}")
-    click.echo(str(Network([64, 30, 10]).plan(10)))
+    click.echo("devices:")
+    for line in devices.describe():
+        click.echo(f"  {line}")
+    net = Network([64, 30, 10])
+    click.echo(str(net.plan(10)))
+    if devices.cuda_status().usable:
+        click.echo(str(net.plan(10, device="cuda")))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import _validation as v
+from . import devices, orchestration
 from . import functions as fn
-from . import orchestration
 from .kernels import cpu_train
 
 INITS = ("default", "large", "glorot", "he")
@@ -75,8 +75,9 @@ class Network:
     cost : str
         ``"quadratic"``, ``"cross_entropy"`` (sigmoid output) or
         ``"log_likelihood"`` (softmax output).
-    dtype : str
-        ``"float64"`` or ``"float32"``.
+    dtype : str, optional
+        ``"float64"`` or ``"float32"``; by default float32 with ``device="cuda"``
+        (the GPU default) and float64 otherwise.
     init : str
         ``"default"``: N(0, 1/n_in) weights and N(0, 1) biases (Nielsen's
         network2); ``"large"``: N(0, 1) for both (Nielsen's network.py);
@@ -85,6 +86,13 @@ class Network:
     seed : int, optional
         Seeds the initialisation and the network's own random stream (used by
         :meth:`fit` for shuffling when it is given no seed).
+    strategy : str
+        The kernel strategy (see :meth:`plan`): ``"auto"``, the CPU's ``"serial"``
+        and ``"parallel"``, the GPU's ``"layered"`` and ``"fused"``.
+    device : str
+        ``"auto"`` (a usable GPU when the work per mini-batch is large enough to
+        gain from it, else the CPU), ``"cpu"`` or ``"cuda"``. ``"cuda"`` without a
+        usable GPU raises :class:`nbbackprop.devices.CudaUnavailableError` saying why.
     """
 
     def __init__(
@@ -92,19 +100,26 @@ class Network:
         sizes: Sequence[int],
         activation: str | Sequence[str] = "sigmoid",
         cost: str = "quadratic",
-        dtype: str = "float64",
+        dtype: str | None = None,
         seed: int | None = None,
         *,
         output_activation: str | None = None,
         init: str = "default",
         strategy: str = "auto",
+        device: str = "auto",
     ):
         self.sizes = v.check_sizes(sizes)
         self.cost_name = v.check_choice(cost, "cost", fn.COSTS)
+        self.device = v.check_choice(device, "device", orchestration.DEVICES)
+        if dtype is None:
+            dtype = "float32" if self.device == "cuda" else "float64"
         self.dtype = v.check_dtype(dtype)
         self.init = v.check_choice(init, "init", INITS)
         self.activations = self._check_activations(activation, output_activation)
-        self.strategy = v.check_choice(strategy, "strategy", orchestration.CPU_STRATEGIES)
+        self.strategy = v.check_choice(strategy, "strategy", orchestration.STRATEGIES)
+        orchestration.check_device_strategy(self.device, self.strategy)
+        if orchestration.requires_cuda(self.device, self.strategy):
+            devices.require_cuda()
         seed = v.check_seed(seed)
         L = len(self.sizes) - 1
         self._acts = np.array([fn.ACTIVATIONS[a] for a in self.activations], dtype=np.int64)
@@ -201,18 +216,35 @@ class Network:
         return (self._sizes, self._acts)
 
     # ------------------------------------------------------------- orchestration
-    def plan(self, batch_size: int = 10, strategy: str | None = None) -> orchestration.Plan:
-        """The kernels that run for mini-batches of ``batch_size``, and why."""
+    def plan(
+        self, batch_size: int = 10, strategy: str | None = None, device: str | None = None
+    ) -> orchestration.Plan:
+        """The device and kernels that run for mini-batches of ``batch_size``, and why.
+
+        Print it to read it. ``strategy`` and ``device`` default to the network's.
+        """
         batch_size = v.check_int(batch_size, "batch_size", minimum=1)
         strategy = self.strategy if strategy is None else strategy
-        v.check_choice(strategy, "strategy", orchestration.CPU_STRATEGIES)
-        return orchestration.plan_cpu(self.sizes, batch_size, strategy, self.n_params)
+        device = self.device if device is None else device
+        v.check_choice(strategy, "strategy", orchestration.STRATEGIES)
+        v.check_choice(device, "device", orchestration.DEVICES)
+        return orchestration.plan(
+            self.sizes, batch_size, device, strategy, self.n_params, self.dtype
+        )
+
+    def _on_gpu(self, batch_size: int) -> bool:
+        device, _ = orchestration.choose_device(self.device, self.strategy, self.sizes, batch_size)
+        return device == "cuda"
 
     # ---------------------------------------------------------------- inference
     def feedforward(self, X) -> np.ndarray:
         """Output activations a^L for each row of ``X`` (shape (m, sizes[0]))."""
         X = v.check_inputs(X, self.sizes[0], self.dtype)
         cap = min(X.shape[0], 256)
+        if self._on_gpu(cap):
+            from .kernels import cuda_train
+
+            return cuda_train.feedforward(self, X)
         ws = self._workspace(cap)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         par = self.plan(cap).flags
@@ -250,6 +282,10 @@ class Network:
         Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, name="Y")
         m = X.shape[0]
         ws = Workspace(self.sizes, m, self.dtype, self.n_params)
+        if self._on_gpu(m):
+            from .kernels import cuda_train
+
+            return cuda_train.batch_gradients(self, X, Y, ws.grads), m, ws
         total = cpu_train.batch_gradients(
             self.params, ws.grads, self._sizes, self._acts, fn.COSTS[self.cost_name],
             self._w_off, self._b_off, self._a_off, self._z_off, X, Y, ws.abuf, ws.zbuf,
@@ -348,6 +384,7 @@ class Network:
         resume: str | None = None,
         strategy: str | None = None,
         callback: Callable[[int, dict], None] | None = None,
+        device: str | None = None,
     ) -> dict[str, list]:
         """Train by mini-batch gradient descent and return the per-epoch history.
 
@@ -420,6 +457,12 @@ class Network:
             returned history covers the whole run. ``seed`` is then ignored.
         strategy : str, optional
             Force a kernel strategy (see :meth:`plan`).
+        device : str, optional
+            Override the network's device for this run. On the GPU the data set,
+            parameters and buffers stay on the device for the whole run, with no
+            host round trip per mini-batch; parameters and optimiser state are
+            copied back into :attr:`params` and :attr:`opt_state` (in place) after
+            every epoch, so monitors, callbacks and checkpoints see them.
         callback : callable, optional
             Called as ``callback(epoch, history)`` after each epoch.
 
@@ -473,6 +516,8 @@ class Network:
             Xv = v.check_inputs(Xv, self.sizes[0], self.dtype, name="validation_data[0]")
             Yv = v.check_targets(yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]")
             val = (Xv, Yv)
+        # An unusable device or strategy fails here, before any state changes.
+        self.plan(min(batch_size, X.shape[0]), strategy, device)
         watch = early_stopping or schedule == "plateau"
         if metric is None:
             metric = "val_cost" if val is not None or early_stopping else "train_cost"
@@ -536,84 +581,111 @@ class Network:
 
         n = X.shape[0]
         cap = min(batch_size, n)
-        ws = self._workspace(cap)
-        par = self.plan(cap, strategy).flags
+        plan = self.plan(cap, strategy, device)
         hyper = np.array([eta, lmbda / n, momentum, beta1, beta2, epsilon], dtype=np.float64)
         n_batches = -(-n // batch_size)
         flops = 6.0 * sum(self.sizes[l] * self.sizes[l + 1] for l in range(len(self.sizes) - 1))
         chunk = max(1, int(_CHUNK_SECONDS * _ASSUMED_FLOPS / (flops * cap)))
         batch_costs = np.zeros(n_batches, dtype=np.float64)
         identity = np.arange(n, dtype=np.int64)
-        end = self.epochs_trained if run is not None and run["stopped"] else start_epoch + epochs
-        while self.epochs_trained < end:
-            epoch = self.epochs_trained
-            hyper[cpu_train.ETA] = self._epoch_eta(eta, sch)
-            order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
-            for first in range(0, n_batches, chunk):
-                last = min(first + chunk, n_batches)
-                done = cpu_train.train_batches(
-                    self.params, ws.grads, self.opt_state, self._sizes, self._acts,
-                    fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
-                    self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
-                    ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
-                    self.step, par,
-                )  # fmt: skip
-                if done != last - first:
-                    raise FloatingPointError(
-                        f"training diverged: the cost became {batch_costs[first + done]} in "
-                        f"epoch {epoch}, mini-batch {first + done}; try a smaller eta "
-                        f"(got {eta})"
-                    )
-            self.epochs_trained += 1
-            history["epoch"].append(epoch)
-            history["eta"].append(float(hyper[cpu_train.ETA]))
-            history["train_cost"].append(float(np.mean(batch_costs)))
-            for name in monitor:
-                if name == "train_accuracy":
-                    history[name].append(self.evaluate(X, Y))
-                elif name == "val_accuracy":
-                    history[name].append(self.evaluate(val[0], val[1]))
-                else:
-                    history[name].append(self.cost(val[0], val[1]))
-            figure = history[metric][-1] if watch else None
-            if schedule == "plateau":
-                _plateau_step(self.schedule_state, figure, higher, tol, sch)
-            stopping = False
-            if early_stopping:
-                if _improved(figure, stop["best"], higher, tol):
-                    stop["bad"] = 0
-                else:
-                    stop["bad"] += 1
-                if stop["best"] is None or (
-                    figure > stop["best"] if higher else figure < stop["best"]
-                ):
-                    stop["best"] = figure
-                    if restore_best:
-                        best_params = self.params.copy()
-                stopping = stop["bad"] >= patience
-            done_run = stopping or self.epochs_trained == end
-            if checkpoint is not None and (
-                done_run or (self.epochs_trained - start_epoch) % checkpoint_every == 0
-            ):
-                from . import persistence
 
-                persistence.save(
-                    self,
-                    checkpoint,
-                    run={
-                        "settings": settings,
-                        "start_epoch": start_epoch,
-                        "history": history,
-                        "stop": stop,
-                        "split_rng": split_rng,
-                        "stopped": stopping,
-                    },  # fmt: skip
-                    best_params=best_params,
-                )
-            if callback is not None:
-                callback(epoch, history)
-            if stopping:
-                break
+        def diverged(epoch, i):
+            return FloatingPointError(
+                f"training diverged: the cost became {batch_costs[i]} in epoch {epoch}, "
+                f"mini-batch {i}; try a smaller eta (got {eta})"
+            )
+
+        gpu = None
+        if plan.device == "cuda":
+            from .kernels import cuda_train
+
+            gpu = cuda_train.Trainer(
+                self,
+                X,
+                Y,
+                batch_size,
+                OPTIMIZERS[optimizer],
+                fused=plan.layers[0].variant == "fused",
+            )
+        else:
+            ws = self._workspace(cap)
+            par = plan.flags
+        end = self.epochs_trained if run is not None and run["stopped"] else start_epoch + epochs
+        try:
+            while self.epochs_trained < end:
+                epoch = self.epochs_trained
+                hyper[cpu_train.ETA] = self._epoch_eta(eta, sch)
+                order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
+                if gpu is not None:
+                    done = gpu.epoch(order, batch_costs, hyper)
+                    if done != n_batches:
+                        raise diverged(epoch, done)
+                    # Monitors, early stopping, checkpoints and callbacks read the parameters.
+                    gpu.sync()
+                for first in range(0, n_batches if gpu is None else 0, chunk):
+                    last = min(first + chunk, n_batches)
+                    done = cpu_train.train_batches(
+                        self.params, ws.grads, self.opt_state, self._sizes, self._acts,
+                        fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
+                        self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
+                        ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
+                        self.step, par,
+                    )  # fmt: skip
+                    if done != last - first:
+                        raise diverged(epoch, first + done)
+                self.epochs_trained += 1
+                history["epoch"].append(epoch)
+                history["eta"].append(float(hyper[cpu_train.ETA]))
+                history["train_cost"].append(float(np.mean(batch_costs)))
+                for name in monitor:
+                    if name == "train_accuracy":
+                        history[name].append(self.evaluate(X, Y))
+                    elif name == "val_accuracy":
+                        history[name].append(self.evaluate(val[0], val[1]))
+                    else:
+                        history[name].append(self.cost(val[0], val[1]))
+                figure = history[metric][-1] if watch else None
+                if schedule == "plateau":
+                    _plateau_step(self.schedule_state, figure, higher, tol, sch)
+                stopping = False
+                if early_stopping:
+                    if _improved(figure, stop["best"], higher, tol):
+                        stop["bad"] = 0
+                    else:
+                        stop["bad"] += 1
+                    if stop["best"] is None or (
+                        figure > stop["best"] if higher else figure < stop["best"]
+                    ):
+                        stop["best"] = figure
+                        if restore_best:
+                            best_params = self.params.copy()
+                    stopping = stop["bad"] >= patience
+                done_run = stopping or self.epochs_trained == end
+                if checkpoint is not None and (
+                    done_run or (self.epochs_trained - start_epoch) % checkpoint_every == 0
+                ):
+                    from . import persistence
+
+                    persistence.save(
+                        self,
+                        checkpoint,
+                        run={
+                            "settings": settings,
+                            "start_epoch": start_epoch,
+                            "history": history,
+                            "stop": stop,
+                            "split_rng": split_rng,
+                            "stopped": stopping,
+                        },  # fmt: skip
+                        best_params=best_params,
+                    )
+                if callback is not None:
+                    callback(epoch, history)
+                if stopping:
+                    break
+        finally:
+            if gpu is not None:
+                gpu.close()  # parameters and optimiser state back into this network
         if early_stopping and restore_best and best_params is not None:
             self.params[...] = best_params
         return history
