@@ -5,7 +5,8 @@
 """
 
 from . import datasets
+from ._guards import DivergenceError, DivergenceWarning
 from .network import Network
 
 __version__ = "0.1.0"
-__all__ = ["Network", "datasets", "__version__"]
+__all__ = ["DivergenceError", "DivergenceWarning", "Network", "datasets", "__version__"]

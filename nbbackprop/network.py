@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import _guards, orchestration
 from . import _validation as v
 from . import functions as fn
-from . import orchestration
 from .kernels import cpu_train
 
 INITS = ("default", "large", "glorot", "he")
@@ -303,6 +303,8 @@ class Network:
         epsilon: float = 1e-8,
         strategy: str | None = None,
         callback: Callable[[int, dict], None] | None = None,
+        on_divergence: str = "raise",
+        divergence_check: str = "epoch",
     ) -> dict[str, list]:
         """Train by mini-batch gradient descent and return the per-epoch history.
 
@@ -334,13 +336,35 @@ class Network:
             Force a kernel strategy (see :meth:`plan`).
         callback : callable, optional
             Called as ``callback(epoch, history)`` after each epoch.
+        on_divergence : str
+            What to do when a mini-batch's cost or a parameter becomes NaN or
+            infinite: ``"raise"`` a :class:`~nbbackprop.DivergenceError` (a
+            ``FloatingPointError``) or ``"warn"`` with a
+            :class:`~nbbackprop.DivergenceWarning` and return the history so far.
+            Either way the network is first restored to its last finite state.
+        divergence_check : str
+            Which finite state is restored: ``"epoch"``, the parameters (and
+            optimiser state) at the start of the diverging epoch, or ``"batch"``,
+            those just before the diverging mini-batch. Both cost the same while
+            training is healthy (see ``docs/reliability.md``).
 
         Returns
         -------
         dict
             ``"epoch"``, ``"train_cost"`` (the mean of the mini-batch costs computed
             during the epoch, before each update), and with ``validation_data``
-            ``"val_accuracy"`` and ``"val_cost"``.
+            ``"val_accuracy"`` and ``"val_cost"``. After a divergence with
+            ``on_divergence="warn"``, ``"diverged"``: the epoch, mini-batch, reason and
+            cost.
+
+        Raises
+        ------
+        DivergenceError
+            With ``on_divergence="raise"``; its ``history`` holds the completed epochs.
+        KeyboardInterrupt
+            Re-raised after Ctrl-C, with the network at its last completed mini-batch
+            (compiled calls are never interrupted midway); the exception's ``history``
+            has ``"interrupted": True`` and ``"interrupted_at"`` (epoch, mini-batch).
         """
         X = v.check_inputs(X, self.sizes[0], self.dtype)
         Y = v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype)
@@ -356,6 +380,11 @@ class Network:
         seed = v.check_seed(seed)
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback: expected a callable or None, got {callback!r}")
+        v.check_choice(on_divergence, "on_divergence", _guards.DIVERGENCE_ACTIONS)
+        v.check_choice(divergence_check, "divergence_check", _guards.DIVERGENCE_CHECKS)
+        _guards.check_network_state(self)
         val = None
         if validation_data is not None:
             try:
@@ -383,30 +412,40 @@ class Network:
             history["val_accuracy"] = []
             history["val_cost"] = []
         identity = np.arange(n, dtype=np.int64)
-        for epoch in range(epochs):
-            order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
-            for first in range(0, n_batches, chunk):
-                last = min(first + chunk, n_batches)
-                done = cpu_train.train_batches(
-                    self.params, ws.grads, self.opt_state, self._sizes, self._acts,
-                    fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
-                    self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
-                    ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
-                    self.step, par,
-                )  # fmt: skip
-                if done != last - first:
-                    raise FloatingPointError(
-                        f"training diverged: the cost became {batch_costs[first + done]} in "
-                        f"epoch {epoch}, mini-batch {first + done}; try a smaller eta "
-                        f"(got {eta})"
-                    )
-            history["epoch"].append(epoch)
-            history["train_cost"].append(float(np.mean(batch_costs)))
-            if val is not None:
-                history["val_accuracy"].append(self.evaluate(val[0], val[1]))
-                history["val_cost"].append(self.cost(val[0], val[1]))
-            if callback is not None:
-                callback(epoch, history)
+        order = identity
+
+        def run(first: int, last: int) -> int:
+            return cpu_train.train_batches(
+                self.params, ws.grads, self.opt_state, self._sizes, self._acts,
+                fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
+                self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
+                ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
+                self.step, par,
+            )  # fmt: skip
+
+        guard = _guards.TrainingGuard(
+            self, on_divergence=on_divergence, check=divergence_check, eta=eta,
+            n_batches=n_batches,
+        )  # fmt: skip
+        try:
+            for epoch in range(epochs):
+                order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
+                guard.start_epoch(epoch)
+                for first in range(0, n_batches, chunk):
+                    last = min(first + chunk, n_batches)
+                    failure = guard.run_chunk(run, first, last, batch_costs)
+                    if failure is not None:
+                        return guard.stop(failure, history)
+                history["epoch"].append(epoch)
+                history["train_cost"].append(float(np.mean(batch_costs)))
+                if val is not None:
+                    history["val_accuracy"].append(self.evaluate(val[0], val[1]))
+                    history["val_cost"].append(self.cost(val[0], val[1]))
+                if callback is not None:
+                    callback(epoch, history)
+        except KeyboardInterrupt as exc:
+            guard.interrupted(history, exc)
+            raise
         return history
 
     def __repr__(self) -> str:
