@@ -136,7 +136,13 @@ class Network:
             v.check_choice(activation, "activation", hidden)
             names = [activation] * L
         else:
-            names = list(activation)
+            try:
+                names = list(activation)
+            except TypeError:
+                raise TypeError(
+                    f"activation: expected a name or one name per weight layer ({L}), "
+                    f"got {activation!r}"
+                ) from None
             if len(names) != L:
                 raise ValueError(
                     f"activation: expected one name or {L} names (one per weight layer), "
@@ -197,6 +203,7 @@ class Network:
     # ---------------------------------------------------------------- inference
     def feedforward(self, X) -> np.ndarray:
         """Output activations a^L for each row of ``X`` (shape (m, sizes[0]))."""
+        _guards.check_network_state(self)
         X = v.check_inputs(X, self.sizes[0], self.dtype)
         cap = min(X.shape[0], 256)
         ws = self._workspace(cap)
@@ -219,7 +226,7 @@ class Network:
         return float(np.mean(self.predict(X) == labels))
 
     def _labels(self, y, m: int) -> np.ndarray:
-        arr = np.asarray(y)
+        arr = v._as_numeric_array(y, "y")
         if arr.ndim == 2:
             v.check_targets(arr, m, self.sizes[-1], self.dtype)
             return np.argmax(arr, axis=1)
@@ -228,12 +235,13 @@ class Network:
                 f"y: expected {m} integer labels or target rows of shape ({m}, {self.sizes[-1]}), "
                 f"got shape {arr.shape}"
             )
-        return v.check_labels(v._as_numeric_array(arr, "y"), self.sizes[-1])
+        return v.check_labels(arr, self.sizes[-1])
 
     # ----------------------------------------------------------------- gradients
     def _batch(self, X, Y):
+        _guards.check_network_state(self)
         X = v.check_inputs(X, self.sizes[0], self.dtype)
-        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, name="Y")
+        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, "Y", self.cost_name)
         m = X.shape[0]
         ws = Workspace(self.sizes, m, self.dtype, self.n_params)
         total = cpu_train.batch_gradients(
@@ -266,7 +274,7 @@ class Network:
         """
         lmbda = v.check_float(lmbda, "lmbda", nonnegative=True)
         X = v.check_inputs(X, self.sizes[0], self.dtype)
-        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, name="Y")
+        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, "Y", self.cost_name)
         total = 0.0
         cap = min(X.shape[0], 1024)
         for start in range(0, X.shape[0], cap):
@@ -367,7 +375,7 @@ class Network:
             has ``"interrupted": True`` and ``"interrupted_at"`` (epoch, mini-batch).
         """
         X = v.check_inputs(X, self.sizes[0], self.dtype)
-        Y = v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype)
+        Y = v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, "y", self.cost_name)
         epochs = v.check_int(epochs, "epochs", minimum=0)
         batch_size = v.check_int(batch_size, "batch_size", minimum=1)
         eta = v.check_float(eta, "eta", positive=True)
@@ -392,14 +400,18 @@ class Network:
             except (TypeError, ValueError):
                 raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
             Xv = v.check_inputs(Xv, self.sizes[0], self.dtype, name="validation_data[0]")
-            Yv = v.check_targets(yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]")
+            Yv = v.check_targets(
+                yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]", self.cost_name
+            )
             val = (Xv, Yv)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self._set_optimizer(optimizer)
 
         n = X.shape[0]
-        cap = min(batch_size, n)
+        # One mini-batch of all n samples either way; keeps batch_size within int64.
+        batch_size = min(batch_size, n)
+        cap = batch_size
         ws = self._workspace(cap)
         par = self.plan(cap, strategy).flags
         hyper = np.array([eta, lmbda / n, momentum, beta1, beta2, epsilon], dtype=np.float64)
