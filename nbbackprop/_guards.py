@@ -100,13 +100,15 @@ def all_finite(a: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------------- network state
-def check_network_state(net, *, finite: bool = True) -> None:
+def check_network_state(net, *, finite: bool = True, writeable: bool = False) -> None:
     """Refuse a network whose parameter buffer was replaced, re-laid or made non-finite.
 
     The kernels read ``net.params`` only. If a user rebinds ``net.weights[l]`` (rather
     than assigning into it) the kernels would silently ignore the new array; if they
     rebind ``net.params`` to an array of another size, dtype or layout, the kernels
     would read the wrong memory. Both are refused here, with the fix in the message.
+    Training (``writeable=True``) also needs a writeable buffer; inference does not
+    (a network unpickled from a read-only memory map still predicts).
     """
     p = net.params
     if not isinstance(p, np.ndarray):
@@ -119,8 +121,15 @@ def check_network_state(net, *, finite: bool = True) -> None:
         )
     if not p.flags.c_contiguous or not p.flags.aligned or not p.dtype.isnative:
         raise ValueError("params: expected a C-contiguous, aligned, native-endian array")
-    if not p.flags.writeable:
-        raise ValueError("params: the parameter buffer is read-only")
+    if writeable:
+        for name in ("params", "opt_state", "step"):
+            a = getattr(net, name)
+            if not isinstance(a, np.ndarray) or not a.flags.writeable:
+                raise ValueError(
+                    f"{name}: training needs a writeable buffer, this one is read-only (a "
+                    "network loaded from a read-only memory map?); train a copy: "
+                    "copy.deepcopy(net)"
+                )
     base = p.__array_interface__["data"][0]
     item = p.itemsize
     for kind, arrays, offsets in (
@@ -205,8 +214,11 @@ class TrainingGuard:
         return bool(_all_finite(net.params)) and bool(_all_finite(net.opt_state))
 
     # ------------------------------------------------------------------ training loop
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, eta: float | None = None) -> None:
+        """Snapshot (for ``check="epoch"``) before epoch ``epoch``, trained with ``eta``."""
         self.epoch = epoch
+        if eta is not None:
+            self.eta = eta
         self._epoch_step = int(self.net.step[0])
         if self._epoch_snap is not None:
             self._save(self._epoch_snap)

@@ -27,6 +27,12 @@ OPTIMIZERS = {
     "adam": cpu_train.ADAM,
 }
 _STATE_ROWS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
+#: Learning-rate schedules: η for an epoch from the base η (see :meth:`Network.fit`).
+SCHEDULES = ("constant", "invscaling", "step", "plateau")
+#: Per-epoch figures that early stopping and the plateau schedule can watch.
+METRICS = ("val_cost", "val_accuracy", "train_cost", "train_accuracy")
+#: Opt-in per-epoch figures for the history (``train_cost`` is always there).
+MONITORS = ("train_accuracy", "val_cost", "val_accuracy")
 #: Seconds of work one compiled call should do, so that Ctrl-C is answered promptly
 #: (it is seen between calls) while the per-call overhead stays negligible.
 _CHUNK_SECONDS = 0.25
@@ -113,13 +119,7 @@ class Network:
         self.n_weights = int(sum(n_w))
         self.n_params = self.n_weights + int(sum(self.sizes[1:]))
         self.params = np.zeros(self.n_params, dtype=self.dtype)
-        self.weights = [
-            self.params[o : o + self.sizes[l + 1] * self.sizes[l]].reshape(
-                self.sizes[l + 1], self.sizes[l]
-            )
-            for l, o in enumerate(self._w_off)
-        ]
-        self.biases = [self.params[o : o + self.sizes[l + 1]] for l, o in enumerate(self._b_off)]
+        self._make_views()
         self._init_rng = np.random.default_rng(seed)
         self.rng = np.random.default_rng(self._init_rng.integers(2**63))
         self._initialise(self._init_rng)
@@ -127,6 +127,11 @@ class Network:
         self._opt_name: str | None = None
         self.opt_state = np.zeros((0, self.n_params), dtype=self.dtype)
         self.step = np.zeros(1, dtype=np.int64)
+        #: Epochs trained so far, over all calls to fit (the schedules count from it).
+        self.epochs_trained = 0
+        #: The plateau schedule's memory: the factor on η, the best figure seen and
+        #: the epochs since it improved. Kept across fits so training continues exactly.
+        self.schedule_state: dict = _fresh_schedule_state(None)
 
     # ------------------------------------------------------------------ set-up
     def _check_activations(self, activation, output_activation) -> tuple[str, ...]:
@@ -179,6 +184,15 @@ class Network:
             else:
                 W[...] = rng.standard_normal((n_out, n_in)) * math.sqrt(2.0 / n_in)
                 b[...] = 0
+
+    def _make_views(self) -> None:
+        self.weights = [
+            self.params[o : o + self.sizes[l + 1] * self.sizes[l]].reshape(
+                self.sizes[l + 1], self.sizes[l]
+            )
+            for l, o in enumerate(self._w_off)
+        ]
+        self.biases = [self.params[o : o + self.sizes[l + 1]] for l, o in enumerate(self._b_off)]
 
     def _workspace(self, cap: int) -> Workspace:
         ws = self._workspaces.get(cap)
@@ -292,6 +306,22 @@ class Network:
             self.opt_state = np.zeros((_STATE_ROWS[name], self.n_params), dtype=self.dtype)
             self.step[0] = 0
 
+    @property
+    def optimizer(self) -> str | None:
+        """The optimiser whose state :attr:`opt_state` holds (``None`` before any fit)."""
+        return self._opt_name
+
+    def _epoch_eta(self, eta: float, sch: dict) -> float:
+        """η for the next epoch under the schedule (``self.epochs_trained`` counts from 0)."""
+        e = self.epochs_trained
+        if sch["schedule"] == "invscaling":
+            return eta / (e + 1) ** sch["power_t"]
+        if sch["schedule"] == "step":
+            return eta * sch["gamma"] ** (e // sch["step_size"])
+        if sch["schedule"] == "plateau":
+            return eta * self.schedule_state["eta_scale"]
+        return eta
+
     def fit(
         self,
         X,
@@ -309,12 +339,32 @@ class Network:
         beta1: float = 0.9,
         beta2: float = 0.999,
         epsilon: float = 1e-8,
+        schedule: str = "constant",
+        power_t: float = 0.5,
+        step_size: int = 10,
+        gamma: float = 0.5,
+        plateau_patience: int = 5,
+        early_stopping: bool = False,
+        patience: int = 10,
+        tol: float = 0.0,
+        metric: str | None = None,
+        validation_fraction: float = 0.1,
+        restore_best: bool = False,
+        monitor: Sequence[str] | None = None,
+        checkpoint: str | None = None,
+        checkpoint_every: int = 1,
+        resume: str | None = None,
         strategy: str | None = None,
         callback: Callable[[int, dict], None] | None = None,
         on_divergence: str = "raise",
         divergence_check: str = "epoch",
     ) -> dict[str, list]:
         """Train by mini-batch gradient descent and return the per-epoch history.
+
+        Every call continues the network's training: the optimiser state (velocity,
+        Adam's moments and step), the random stream, the epoch count and the
+        schedule's memory carry over from the previous call, so ``fit(epochs=2,
+        seed=s)`` then ``fit(epochs=3)`` trains exactly as ``fit(epochs=5, seed=s)``.
 
         Parameters
         ----------
@@ -326,20 +376,58 @@ class Network:
             Passes over the data, and samples per mini-batch m (the last
             mini-batch of an epoch may be shorter).
         eta : float
-            Learning rate η > 0.
+            Learning rate η > 0 (the base rate of the schedule).
         validation_data : (X_val, y_val), optional
-            Evaluated after every epoch (accuracy and cost).
+            Evaluated after every epoch (by default accuracy and cost).
         seed : int, optional
             Reseeds the network's shuffling stream; ``None`` continues it.
         shuffle : bool
             ``False`` keeps the data's order in every epoch.
         lmbda : float
             L2 regularisation λ ≥ 0, Nielsen's convention: weight decay
-            1 − ηλ/n per update, n = len(X).
+            1 − ηλ/n per update, n = len(X). scikit-learn's ``alpha`` is
+            λ = alpha·n/batch_size (see ``docs/training.md``).
         optimizer : str
-            ``"sgd"``, ``"momentum"``, ``"nesterov"`` or ``"adam"``.
+            ``"sgd"``, ``"momentum"``, ``"nesterov"`` or ``"adam"``. Changing it
+            between calls starts the new optimiser's state from zero.
         momentum, beta1, beta2, epsilon : float
             Hyper-parameters of momentum and Adam.
+        schedule : str
+            η for epoch e (counted over all calls, from 0): ``"constant"``;
+            ``"invscaling"``: η/(e+1)^power_t; ``"step"``: η·gamma^(e // step_size);
+            ``"plateau"``: η is multiplied by ``gamma`` each time ``metric`` has not
+            improved by more than ``tol`` for ``plateau_patience`` epochs.
+        power_t, step_size, gamma, plateau_patience : number
+            The schedules' parameters.
+        early_stopping : bool
+            Stop when ``metric`` has not improved by more than ``tol`` for
+            ``patience`` epochs in a row (the count starts afresh in every call).
+        patience : int
+            Epochs without improvement before early stopping.
+        tol : float
+            The improvement that counts, for early stopping and the plateau schedule.
+        metric : str, optional
+            The figure watched by early stopping and the plateau schedule:
+            ``"val_cost"`` (the default with validation data or early stopping),
+            ``"val_accuracy"``, ``"train_cost"`` (the default otherwise) or
+            ``"train_accuracy"``. With a ``"val_"`` metric and no
+            ``validation_data`` (also for a ``"val_"`` name in ``monitor``), a
+            random ``validation_fraction`` of the training
+            data is held out (drawn from the network's random stream).
+        restore_best : bool
+            With early stopping, end with the parameters of the best epoch.
+        monitor : sequence of str, optional
+            Opt-in per-epoch figures for the history: ``"train_accuracy"``
+            (a pass over the training data), ``"val_cost"``, ``"val_accuracy"``.
+            ``None`` means both validation figures when there is validation data.
+        checkpoint : path, optional
+            Save the network and the state of this run (atomically) every
+            ``checkpoint_every`` epochs and after the last.
+        resume : path, optional
+            Load a checkpoint written by a ``fit(..., checkpoint=...)`` with the
+            same arguments and finish that run: the epochs that remain of
+            ``epochs`` are trained, exactly as if it had not stopped, and the
+            returned history covers the whole run. ``seed`` is then ignored.
         strategy : str, optional
             Force a kernel strategy (see :meth:`plan`).
         callback : callable, optional
@@ -359,11 +447,12 @@ class Network:
         Returns
         -------
         dict
-            ``"epoch"``, ``"train_cost"`` (the mean of the mini-batch costs computed
-            during the epoch, before each update), and with ``validation_data``
-            ``"val_accuracy"`` and ``"val_cost"``. After a divergence with
-            ``on_divergence="warn"``, ``"diverged"``: the epoch, mini-batch, reason and
-            cost.
+            Lists, one entry per epoch: ``"epoch"`` (counted over all calls),
+            ``"eta"``, ``"train_cost"`` (the mean of the mini-batch costs computed
+            during the epoch, before each update; no L2 term), and the monitored
+            figures (``"val_accuracy"``, ``"val_cost"``, ``"train_accuracy"``).
+            After a divergence with ``on_divergence="warn"``, ``"diverged"``: the
+            epoch, mini-batch, reason and cost.
 
         Raises
         ------
@@ -385,14 +474,33 @@ class Network:
         beta1 = v.check_float(beta1, "beta1", nonnegative=True, below=1.0)
         beta2 = v.check_float(beta2, "beta2", nonnegative=True, below=1.0)
         epsilon = v.check_float(epsilon, "epsilon", positive=True)
+        v.check_choice(schedule, "schedule", SCHEDULES)
+        sch = {
+            "schedule": schedule,
+            "power_t": v.check_float(power_t, "power_t", nonnegative=True),
+            "step_size": v.check_int(step_size, "step_size", minimum=1),
+            "gamma": v.check_float(gamma, "gamma", positive=True),
+            "plateau_patience": v.check_int(plateau_patience, "plateau_patience", minimum=1),
+        }
+        patience = v.check_int(patience, "patience", minimum=1)
+        tol = v.check_float(tol, "tol", nonnegative=True)
+        validation_fraction = v.check_float(
+            validation_fraction, "validation_fraction", positive=True, below=1.0
+        )
+        checkpoint_every = v.check_int(checkpoint_every, "checkpoint_every", minimum=1)
         seed = v.check_seed(seed)
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
+        for name, flag in (
+            ("shuffle", shuffle),
+            ("early_stopping", early_stopping),
+            ("restore_best", restore_best),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected True or False, got {flag!r}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback: expected a callable or None, got {callback!r}")
         v.check_choice(on_divergence, "on_divergence", _guards.DIVERGENCE_ACTIONS)
         v.check_choice(divergence_check, "divergence_check", _guards.DIVERGENCE_CHECKS)
-        _guards.check_network_state(self)
+        _guards.check_network_state(self, writeable=True)
         val = None
         if validation_data is not None:
             try:
@@ -404,9 +512,66 @@ class Network:
                 yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]", self.cost_name
             )
             val = (Xv, Yv)
-        if seed is not None:
+        watch = early_stopping or schedule == "plateau"
+        if metric is None:
+            metric = "val_cost" if val is not None or early_stopping else "train_cost"
+        v.check_choice(metric, "metric", METRICS)
+        if monitor is None:
+            monitor = ("val_accuracy", "val_cost") if val is not None else ()
+        elif isinstance(monitor, str):
+            monitor = (monitor,)
+        monitor = tuple(v.check_choice(name, "monitor", MONITORS) for name in monitor)
+        if watch and metric != "train_cost" and metric not in monitor:
+            monitor += (metric,)
+        settings = {
+            "epochs": epochs, "batch_size": batch_size, "eta": eta, "shuffle": shuffle,
+            "lmbda": lmbda, "optimizer": optimizer, "momentum": momentum, "beta1": beta1,
+            "beta2": beta2, "epsilon": epsilon, **sch, "early_stopping": early_stopping,
+            "patience": patience, "tol": tol, "metric": metric,
+            "validation_fraction": validation_fraction, "restore_best": restore_best,
+            "monitor": list(monitor), "n": X.shape[0],
+            "n_val": None if val is None else val[0].shape[0],
+        }  # fmt: skip
+
+        run = None
+        if resume is not None:
+            from . import persistence
+
+            run = persistence.resume_into(self, resume, settings)
+        elif seed is not None:
             self.rng = np.random.default_rng(seed)
-        self._set_optimizer(optimizer)
+        if val is None and any(name.startswith("val_") for name in monitor):
+            if X.shape[0] < 2:
+                raise ValueError("X: holding out a validation split needs at least 2 samples")
+            # The split is drawn afresh from the network's stream: with resume the
+            # stream is the checkpoint's, as the split of the interrupted run was.
+            if run is not None:
+                self.rng.bit_generator.state = run["split_rng"]
+            split_rng = self.rng.bit_generator.state
+            perm = self.rng.permutation(X.shape[0])
+            n_val = max(1, round(validation_fraction * X.shape[0]))
+            if n_val >= X.shape[0]:
+                n_val = X.shape[0] - 1
+            val = (X[perm[:n_val]], Y[perm[:n_val]])
+            X, Y = np.ascontiguousarray(X[perm[n_val:]]), np.ascontiguousarray(Y[perm[n_val:]])
+            if run is not None:
+                self.rng.bit_generator.state = run["rng"]
+        else:
+            split_rng = None
+        if run is None:
+            self._set_optimizer(optimizer)
+            if self.schedule_state["schedule"] != schedule:
+                self.schedule_state = _fresh_schedule_state(schedule)
+            history: dict[str, list] = {"epoch": [], "eta": [], "train_cost": []}
+            for name in monitor:
+                history[name] = []
+            stop = {"best": None, "bad": 0}
+            best_params = None
+            start_epoch = self.epochs_trained
+        else:
+            history, stop = run["history"], run["stop"]
+            best_params, start_epoch = run["best_params"], run["start_epoch"]
+        higher = metric.endswith("accuracy")
 
         n = X.shape[0]
         # One mini-batch of all n samples either way; keeps batch_size within int64.
@@ -419,14 +584,10 @@ class Network:
         flops = 6.0 * sum(self.sizes[l] * self.sizes[l + 1] for l in range(len(self.sizes) - 1))
         chunk = max(1, int(_CHUNK_SECONDS * _ASSUMED_FLOPS / (flops * cap)))
         batch_costs = np.zeros(n_batches, dtype=np.float64)
-        history: dict[str, list] = {"epoch": [], "train_cost": []}
-        if val is not None:
-            history["val_accuracy"] = []
-            history["val_cost"] = []
         identity = np.arange(n, dtype=np.int64)
         order = identity
 
-        def run(first: int, last: int) -> int:
+        def train_chunk(first: int, last: int) -> int:
             return cpu_train.train_batches(
                 self.params, ws.grads, self.opt_state, self._sizes, self._acts,
                 fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
@@ -439,29 +600,140 @@ class Network:
             self, on_divergence=on_divergence, check=divergence_check, eta=eta,
             n_batches=n_batches,
         )  # fmt: skip
+        end = self.epochs_trained if run is not None and run["stopped"] else start_epoch + epochs
         try:
-            for epoch in range(epochs):
+            while self.epochs_trained < end:
+                epoch = self.epochs_trained
+                hyper[cpu_train.ETA] = self._epoch_eta(eta, sch)
                 order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
-                guard.start_epoch(epoch)
+                guard.start_epoch(epoch, eta=float(hyper[cpu_train.ETA]))
+                failure = None
                 for first in range(0, n_batches, chunk):
                     last = min(first + chunk, n_batches)
-                    failure = guard.run_chunk(run, first, last, batch_costs)
+                    failure = guard.run_chunk(train_chunk, first, last, batch_costs)
                     if failure is not None:
-                        return guard.stop(failure, history)
+                        break
+                if failure is not None:
+                    guard.stop(failure, history)  # raises DivergenceError, or warns
+                    break
+                self.epochs_trained += 1
                 history["epoch"].append(epoch)
+                history["eta"].append(float(hyper[cpu_train.ETA]))
                 history["train_cost"].append(float(np.mean(batch_costs)))
-                if val is not None:
-                    history["val_accuracy"].append(self.evaluate(val[0], val[1]))
-                    history["val_cost"].append(self.cost(val[0], val[1]))
+                for name in monitor:
+                    if name == "train_accuracy":
+                        history[name].append(self.evaluate(X, Y))
+                    elif name == "val_accuracy":
+                        history[name].append(self.evaluate(val[0], val[1]))
+                    else:
+                        history[name].append(self.cost(val[0], val[1]))
+                figure = history[metric][-1] if watch else None
+                if schedule == "plateau":
+                    _plateau_step(self.schedule_state, figure, higher, tol, sch)
+                stopping = False
+                if early_stopping:
+                    if _improved(figure, stop["best"], higher, tol):
+                        stop["bad"] = 0
+                    else:
+                        stop["bad"] += 1
+                    if stop["best"] is None or (
+                        figure > stop["best"] if higher else figure < stop["best"]
+                    ):
+                        stop["best"] = figure
+                        if restore_best:
+                            best_params = self.params.copy()
+                    stopping = stop["bad"] >= patience
+                done_run = stopping or self.epochs_trained == end
+                if checkpoint is not None and (
+                    done_run or (self.epochs_trained - start_epoch) % checkpoint_every == 0
+                ):
+                    from . import persistence
+
+                    persistence.save(
+                        self,
+                        checkpoint,
+                        run={
+                            "settings": settings,
+                            "start_epoch": start_epoch,
+                            "history": history,
+                            "stop": stop,
+                            "split_rng": split_rng,
+                            "stopped": stopping,
+                        },  # fmt: skip
+                        best_params=best_params,
+                    )
                 if callback is not None:
                     callback(epoch, history)
+                if stopping:
+                    break
         except KeyboardInterrupt as exc:
             guard.interrupted(history, exc)
             raise
+        if early_stopping and restore_best and best_params is not None:
+            self.params[...] = best_params
         return history
+
+    def save(self, path) -> None:
+        """Write the network and its training state to ``path`` (``.npz``, atomically).
+
+        ``nbbackprop.load(path)`` gives back a network whose training continues
+        exactly as this one's would. The format is specified in
+        :mod:`nbbackprop.persistence` and ``docs/training.md``.
+        """
+        from . import persistence
+
+        persistence.save(self, path)
+
+    def partial_fit(self, X, y, **kwargs) -> dict[str, list]:
+        """One epoch over ``X``, ``y`` (``fit(X, y, epochs=1, ...)``), for incremental training.
+
+        The optimiser state, random stream, epoch count and schedule carry over
+        between calls, so calls on successive chunks of a data stream train as one
+        run. The L2 decay uses n = len(X), the chunk's size.
+        """
+        for name in ("epochs", "early_stopping", "checkpoint", "resume"):
+            if name in kwargs:
+                raise TypeError(f"partial_fit: {name!r} is not supported; use fit")
+        return self.fit(X, y, epochs=1, **kwargs)
+
+    def __getstate__(self) -> dict:
+        # weights and biases are views into params: rebuild them rather than pickle copies.
+        state = self.__dict__.copy()
+        for key in ("weights", "biases", "_workspaces"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._workspaces = {}
+        self._make_views()
 
     def __repr__(self) -> str:
         return (
             f"Network(sizes={list(self.sizes)}, activation={list(self.activations)}, "
             f"cost={self.cost_name!r}, dtype={self.dtype.name!r})"
         )
+
+
+def _fresh_schedule_state(schedule: str | None) -> dict:
+    return {"schedule": schedule, "eta_scale": 1.0, "best": None, "bad": 0}
+
+
+def _improved(figure: float, best: float | None, higher: bool, tol: float) -> bool:
+    """Whether ``figure`` beats ``best`` by more than ``tol`` (scikit-learn's rule)."""
+    if best is None:
+        return True
+    return figure > best + tol if higher else figure < best - tol
+
+
+def _plateau_step(state: dict, figure: float, higher: bool, tol: float, sch: dict) -> None:
+    """Multiply η by gamma after ``plateau_patience`` epochs without improvement."""
+    if _improved(figure, state["best"], higher, tol):
+        state["bad"] = 0
+    else:
+        state["bad"] += 1
+    if state["best"] is None or (figure > state["best"] if higher else figure < state["best"]):
+        state["best"] = figure
+    if state["bad"] >= sch["plateau_patience"]:
+        state["eta_scale"] *= sch["gamma"]
+        state["bad"] = 0

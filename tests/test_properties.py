@@ -337,3 +337,108 @@ def test_malformed_labels_are_refused_or_equivalent(spec, entry, m, data):
     except nb.DivergenceError:
         assume(False)
     assert np.array_equal(got, call(np.asarray(y).astype(np.int64)))
+
+
+# ------------------------------------------------------------------- model files, fuzzed
+# A valid checkpoint (Adam state, run metadata, best parameters) is mutated and loaded:
+# every result must be a ModelFileError (a ValueError) or a network that is consistent
+# and whose entry points answer cleanly. Nothing else may escape, nothing may crash.
+
+
+def _model_bytes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    rng = np.random.default_rng(0)
+    X, y = rng.random((12, 3)), rng.integers(0, 2, 12)
+    net = nb.Network([3, 4, 2], seed=0)
+    path = d / "ck.npz"
+    net.fit(X, y, epochs=2, batch_size=4, eta=0.1, optimizer="adam", early_stopping=True,
+            restore_best=True, validation_fraction=0.25, checkpoint=path)  # fmt: skip
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return _model_bytes(tmp_path_factory)
+
+
+def _load_and_use(path):
+    """Load ``path``; a refusal must be a ValueError, a network must be usable."""
+    from nbbackprop import _guards, persistence
+
+    try:
+        net = nb.load(path)
+    except persistence.ModelFileError:
+        return "refused"
+    _guards.check_network_state(net, finite=False)
+    assert net.opt_state.shape[1] == net.n_params
+    X = np.linspace(0, 1, 2 * net.sizes[0]).reshape(2, net.sizes[0])
+    try:
+        net.predict(X)
+    except ValueError as exc:
+        assert "weights/biases" in str(exc)  # a file holding NaN/inf parameters
+    return "loaded"
+
+
+@BOUNDED
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(["flip", "set", "delete", "insert"]),
+                  st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
+        min_size=1, max_size=4,
+    ),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+)  # fmt: skip
+def test_model_file_fuzz_bytes(model_file, tmp_path_factory, edits, cut):
+    data = bytearray(model_file)
+    for op, where, value in edits:
+        i = int(where * len(data))
+        if op == "flip":
+            data[i] ^= 1 << (value % 8)
+        elif op == "set":
+            data[i] = value
+        elif op == "delete":
+            del data[i : i + 1 + value % 16]
+        else:
+            data[i:i] = bytes([value]) * (1 + value % 16)
+        if not data:
+            break
+    if cut is not None:
+        del data[int(cut * len(data)) :]
+    path = tmp_path_factory.mktemp("fuzz") / "m.npz"
+    path.write_bytes(bytes(data))
+    _load_and_use(path)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4)
+    | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@BOUNDED
+@given(data=st.data())
+def test_model_file_fuzz_metadata(model_file, tmp_path_factory, data):
+    import io
+    import json
+
+    with np.load(io.BytesIO(model_file)) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    key = data.draw(st.sampled_from(sorted(meta)), label="key")
+    if data.draw(st.booleans(), label="delete"):
+        del meta[key]
+    elif isinstance(meta[key], list) and meta[key] and data.draw(st.booleans()):
+        meta[key][data.draw(st.integers(0, len(meta[key]) - 1))] = data.draw(JSON)
+    else:
+        meta[key] = data.draw(JSON, label="value")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    if data.draw(st.booleans(), label="mangle params"):
+        shape = data.draw(st.sampled_from([(0,), (1,), (26,), (27,), (2, 13)]))
+        dtype = data.draw(st.sampled_from(["f8", "f4", "i8", "u1", ">f8"]))
+        arrays["params"] = np.ones(shape, dtype=dtype)
+    path = tmp_path_factory.mktemp("fuzzmeta") / "m.npz"
+    np.savez(path, **arrays)
+    _load_and_use(path)
