@@ -157,6 +157,11 @@ def check_network_state(net, *, finite: bool = True, writeable: bool = False) ->
                 )
     if finite and not _all_finite(p):
         raise ValueError(f"weights/biases: {_describe_nonfinite(net)}")
+    if writeable and finite and not _all_finite(net.opt_state):
+        raise ValueError(
+            "opt_state: the optimiser's state holds NaN/inf; reset it (fit with another "
+            "optimizer, or re-create the network) before training"
+        )
 
 
 def _describe_nonfinite(net) -> str:

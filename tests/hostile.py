@@ -372,7 +372,13 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("cli-option-missing-value", ["train", "--epochs"], "--epochs without a value"),
     ("cli-extra-argument", ["train", "extra"], "an unexpected argument"),
     ("cli-command-unknown", ["frobnicate"], "an unknown command"),
-]
+    ("cli-evaluate-missing-model", ["evaluate", "/nonexistent/model.npz"],
+     "evaluate a model file that does not exist"),
+    ("cli-predict-missing-model", ["predict", "/nonexistent/model.npz", "/nonexistent/x.npy"],
+     "predict with a model file that does not exist"),
+    ("cli-resume-missing", ["train", "--resume", "/nonexistent/ck.npz", "--epochs", "1"],
+     "--resume a checkpoint that does not exist"),
+]  # fmt: skip
 
 
 def cli_outcome(args: list[str]) -> tuple[int, str, BaseException | None]:
@@ -386,3 +392,27 @@ def cli_outcome(args: list[str]) -> tuple[int, str, BaseException | None]:
     if isinstance(exc, SystemExit):
         exc = None
     return result.exit_code, result.output, exc
+
+
+def _readonly_params():
+    n = net()
+    n.params.flags.writeable = False
+    return n
+
+
+def _nan_opt_state():
+    n = net()
+    n.fit(X, Y, epochs=1, optimizer="momentum", eta=0.1)
+    n.opt_state[0, 0] = np.nan
+    return n
+
+
+CASES += [
+    Case("predict-readonly-params", "predict",
+         "read-only parameter buffer (e.g. unpickled from a read-only memory map)",
+         lambda: _readonly_params().predict(X), reference=lambda: net().predict(X)),
+    Case("fit-readonly-params", "fit", "read-only parameter buffer",
+         lambda: _readonly_params().fit(X, Y), ValueError, "params"),
+    Case("fit-nan-opt-state", "fit", "NaN in the optimiser's state",
+         lambda: _nan_opt_state().fit(X, Y, optimizer="momentum"), ValueError, "opt_state"),
+]  # fmt: skip

@@ -333,6 +333,127 @@ def test_real_sigint_during_fit_stops_at_a_batch_boundary(digits, monkeypatch):
     assert len(info.value.history["epoch"]) == len(info.value.history["train_cost"])
 
 
+# ------------------------------------------------------------- checkpoints and model files
+def test_interrupt_mid_epoch_with_checkpoint_resumes_exactly(digits, monkeypatch, tmp_path):
+    X, y = digits
+    kw = dict(epochs=5, batch_size=10, eta=1.0, seed=3, optimizer="momentum")
+    whole = nb.Network([64, 16, 10], seed=0)
+    h_whole = whole.fit(X, y, **kw)
+    real = cpu_train.train_batches
+    count = [0]
+
+    def interrupted_after(*args):
+        done = real(*args)
+        count[0] += 1
+        if count[0] == 3 * 40 + 17:  # epoch 3, after mini-batch 17 of 40
+            raise KeyboardInterrupt
+        return done
+
+    monkeypatch.setattr(network_module, "_CHUNK_SECONDS", 1e-12)
+    monkeypatch.setattr(cpu_train, "train_batches", interrupted_after)
+    path = tmp_path / "ck.npz"
+    part = nb.Network([64, 16, 10], seed=0)
+    with pytest.raises(KeyboardInterrupt) as info:
+        part.fit(X, y, checkpoint=path, checkpoint_every=2, **kw)
+    monkeypatch.undo()
+    assert info.value.history["interrupted_at"] == {"epoch": 3, "batch": 17}
+    # The checkpoint is the one written after epoch 2 (every 2 epochs), intact.
+    two = nb.Network([64, 16, 10], seed=0)
+    two.fit(X, y, **{**kw, "epochs": 2})
+    assert np.array_equal(nb.load(path).params, two.params)
+    again = nb.Network([64, 16, 10], seed=99)
+    h_again = again.fit(X, y, resume=path, **kw)
+    assert h_again == h_whole
+    _assert_state_equal(again, _state(whole))
+
+
+def test_interrupt_during_checkpoint_write_keeps_the_previous_one(digits, monkeypatch, tmp_path):
+    from nbbackprop import persistence
+
+    X, y = digits
+    kw = dict(epochs=4, batch_size=10, eta=1.0, seed=3)
+    saves = [0]
+    real_savez = np.savez
+
+    def savez(f, **arrays):
+        saves[0] += 1
+        if saves[0] == 2:
+            real_savez(f, **arrays)  # half-written temporary file, then Ctrl-C
+            raise KeyboardInterrupt
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(persistence.np, "savez", savez)
+    path = tmp_path / "ck.npz"
+    net = nb.Network([64, 16, 10], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, checkpoint=path, **kw)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]  # no temporary file left
+    one = nb.Network([64, 16, 10], seed=0)
+    one.fit(X, y, **{**kw, "epochs": 1})
+    assert np.array_equal(nb.load(path).params, one.params)
+    whole = nb.Network([64, 16, 10], seed=0)
+    whole.fit(X, y, **kw)
+    again = nb.Network([64, 16, 10], seed=0)
+    again.fit(X, y, resume=path, **kw)
+    _assert_state_equal(again, _state(whole))
+
+
+def _rewrite_member_header(src, dst, member, old, new):
+    """Copy the .npz ``src`` to ``dst`` with ``old`` replaced by ``new`` in a .npy header."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    data = members[member]
+    end = data.index(b"\n") + 1
+    header = data[:end].decode("latin1").replace(old, new)
+    header = header[: end - 1].ljust(end - 1) + "\n"  # keep the header's length
+    members[member] = header.encode("latin1") + data[end:]
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+@pytest.mark.parametrize(
+    ("member", "old", "new"),
+    [
+        ("params.npy", "(26,)", "(1000000000000,)"),
+        ("opt_state.npy", "(0, 26)", "(100000, 10000000)"),
+        ("meta.npy", "'shape': (", "'shape': (1000000000000"),
+    ],
+)
+def test_model_file_header_claiming_huge_arrays_is_refused_without_allocating(
+    tmp_path, member, old, new
+):
+    import tracemalloc
+
+    from nbbackprop import persistence
+
+    good = tmp_path / "good.npz"
+    hostile.net().save(good)
+    bad = tmp_path / "bad.npz"
+    _rewrite_member_header(good, bad, member, old, new)
+    tracemalloc.start()
+    try:
+        with pytest.raises(persistence.ModelFileError):
+            nb.load(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_npy_file_with_huge_header_is_refused_without_reading(tmp_path):
+    from nbbackprop import persistence
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros(3))
+    path.write_bytes(path.read_bytes().replace(b"(3,)", b"(999999999999,)", 1))
+    with pytest.raises(persistence.ModelFileError, match=r"\.npy array"):
+        nb.load(path)
+
+
 # ---------------------------------------------------------------------------- determinism
 def _train(X, y, dtype, optimizer, strategy, batch_size=10):
     net = nb.Network([64, 40, 10], dtype=dtype, seed=0)
