@@ -416,3 +416,41 @@ CASES += [
     Case("fit-nan-opt-state", "fit", "NaN in the optimiser's state",
          lambda: _nan_opt_state().fit(X, Y, optimizer="momentum"), ValueError, "opt_state"),
 ]  # fmt: skip
+
+
+def _estimator_cases():
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:  # an optional extra
+        return []
+    rng = np.random.default_rng(0)
+    Xe, ye = rng.random((20, 3)), np.arange(20) % 2
+
+    def clf(**kw):
+        return nb.MLPClassifier(max_iter=2, random_state=0, **kw)
+
+    def fitted_clf(Xf):
+        return clf().fit(Xf, ye).predict_proba(Xe)
+
+    return [
+        Case("clf-nan", "MLPClassifier.fit", "X with a NaN",
+             lambda: clf().fit(np.where(Xe > 0.9, np.nan, Xe), ye), ValueError, "NaN"),
+        Case("clf-3d", "MLPClassifier.fit", "3-D X", lambda: clf().fit(Xe[None], ye),
+             ValueError, "dim 3"),
+        Case("clf-hidden-zero", "MLPClassifier.fit", "hidden_layer_sizes=(0,)",
+             lambda: clf(hidden_layer_sizes=(0,)).fit(Xe, ye), ValueError,
+             "hidden_layer_sizes"),
+        Case("clf-lr-nan", "MLPClassifier.fit", "learning_rate_init=nan",
+             lambda: clf(learning_rate_init=float("nan")).fit(Xe, ye), ValueError,
+             "learning_rate_init"),
+        Case("clf-predict-width", "MLPClassifier.predict", "2 features after fitting on 3",
+             lambda: clf().fit(Xe, ye).predict(Xe[:, :2]), ValueError, "features"),
+        Case("clf-unfitted", "MLPClassifier.predict", "predict before fit",
+             lambda: clf().predict(Xe), ValueError, "not fitted"),
+        Case("clf-fortran-bigendian", "MLPClassifier.fit", "Fortran-ordered big-endian X",
+             lambda: fitted_clf(np.asfortranarray(Xe.astype(">f8"))),
+             reference=lambda: fitted_clf(Xe)),
+    ]  # fmt: skip
+
+
+CASES += _estimator_cases()

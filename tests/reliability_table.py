@@ -96,6 +96,60 @@ BEHAVIOURS: list[tuple[str, str, str]] = [
         "test_reliability.py::test_fit_agrees_across_thread_counts_and_strategies",
     ),
     (
+        "Ctrl-C in the middle of epoch 3 of a run checkpointed every 2 epochs",
+        "the checkpoint of epoch 2 is intact; `fit(resume=...)` in a new network finishes "
+        "with the same history and a bit-identical state as an uninterrupted run",
+        "test_reliability.py::test_interrupt_mid_epoch_with_checkpoint_resumes_exactly",
+    ),
+    (
+        "Ctrl-C while a checkpoint is being written",
+        "the previous checkpoint is intact, no temporary file is left, resume is exact",
+        "test_reliability.py::test_interrupt_during_checkpoint_write_keeps_the_previous_one",
+    ),
+    (
+        "model file whose .npy header claims 10^12 parameters, a 10^12-row optimiser state "
+        "or 10^12 bytes of metadata",
+        "`ModelFileError` (a `ValueError`) before any array is read; peak memory < 16 MiB "
+        "(before the fix: `MemoryError` from NumPy's allocation)",
+        "test_reliability.py::"
+        "test_model_file_header_claiming_huge_arrays_is_refused_without_allocating",
+    ),
+    (
+        "a .npy file (not .npz) with a header claiming 10^12 items passed to `load`",
+        "refused from its magic bytes, without reading it",
+        "test_reliability.py::test_npy_file_with_huge_header_is_refused_without_reading",
+    ),
+    (
+        "model-file fuzz: a valid checkpoint with 1-4 random bit flips, byte writes, "
+        "deletions, insertions and a random truncation",
+        "`ModelFileError` or a consistent, usable network; found and fixed: "
+        "`NotImplementedError`/`RuntimeError`/`zlib.error` escaping from a damaged zip header",
+        "test_properties.py::test_model_file_fuzz_bytes",
+    ),
+    (
+        "model-file fuzz: valid archive, metadata with a key deleted or set to random JSON "
+        "(huge integers, lists, dicts, text), and mangled parameter arrays",
+        "`ModelFileError` or a consistent, usable network; found and fixed: `KeyError` "
+        "escaping for a missing key, partial restore into a network on a bad checkpoint",
+        "test_properties.py::test_model_file_fuzz_metadata",
+    ),
+    (
+        "model files truncated, with corrupted bytes, of another format version, "
+        "inconsistent with their metadata, or holding pickled objects",
+        "`ModelFileError` naming the file and the problem; pickles are never loaded",
+        "test_persistence.py::test_truncated_files_are_rejected",
+    ),
+    (
+        "a crash in the middle of `save`",
+        "the previous file is kept (written to a temporary file, fsynced, renamed)",
+        "test_persistence.py::test_crash_mid_save_keeps_the_previous_file",
+    ),
+    (
+        "`nbbackprop train` when training diverges",
+        "one line `Error: training diverged ... eta ...`, exit status 1 (not a usage error)",
+        "test_reliability.py::test_cli_divergence_is_one_line_and_status_1",
+    ),
+    (
         "IDX files: truncated, wrong magic, unknown type code, zero or absurd dimensions, "
         "trailing bytes",
         "`ValueError` naming the file and the problem; nothing allocated for the claimed size",
