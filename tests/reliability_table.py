@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import pathlib
+import re
 import sys
 import warnings
 
@@ -230,6 +231,34 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _skeleton(text: str) -> list[list[str]]:
+    """The rows of the generated tables, less the wording of messages.
+
+    Messages that come from NumPy, Click or scikit-learn may be worded differently by
+    another version of them, so the check compares exception types and exit statuses,
+    the inputs tried and the tests named, not the exact wording (``--write`` records
+    the wording seen on this machine).
+    """
+    rows, columns = [], []
+    for line in text.splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if "test" in cells and cells[-1] == "test":
+            columns = cells
+            rows.append(cells)
+            continue
+        row = []
+        for name, cell in zip(columns, cells, strict=True):
+            if name == "observed outcome":
+                cell = cell.split(":")[0]
+            elif name == "output":
+                continue
+            row.append(cell)
+        rows.append(row)
+    return rows
+
+
 def _test_functions(path: pathlib.Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
@@ -248,7 +277,7 @@ def check() -> list[str]:
         problems.append(f"{DOC} lacks the generated-table markers")
     else:
         current = text[text.index(BEGIN) : text.index(END) + len(END)] + "\n"
-        if current != render():
+        if _skeleton(current) != _skeleton(render()):
             problems.append(
                 "docs/reliability.md's table is out of date: run "
                 "`PYTHONPATH=. python tests/reliability_table.py --write` and review the diff"

@@ -172,15 +172,18 @@ def test_divergence_batch_restores_before_failing_batch(digits, name):
     _assert_state_equal(net, _state(replay))
 
 
-def test_divergence_in_the_parameters_is_caught_although_the_cost_stays_finite(digits):
+def test_divergence_in_the_parameters_is_caught_although_the_cost_stays_finite(digits, monkeypatch):
     # Identity hidden layer, sigmoid output, inputs x100 and an absurd eta: the first
-    # update overflows weights to inf while that mini-batch's cost was finite.
+    # update overflows weights to inf while that mini-batch's cost was finite. With one
+    # mini-batch per compiled call only the parameter scan can see it in that call.
+    monkeypatch.setattr(network_module, "_CHUNK_SECONDS", 1e-12)
     X, y = digits
     net = nb.Network([64, 16, 10], activation=["identity", "sigmoid"], seed=0)
     before = _state(net)
     with pytest.raises(nb.DivergenceError) as info:
         net.fit(X * 100, y, epochs=2, batch_size=10, eta=1.7e308, seed=0)
     assert info.value.reason == "parameters" and np.isfinite(info.value.cost)
+    assert (info.value.epoch, info.value.batch) == (0, 0)
     assert "made a parameter NaN or infinite" in str(info.value)
     _assert_state_equal(net, before)
 
