@@ -8,10 +8,20 @@ from . import datasets
 
 __version__ = "0.1.0"
 
+from ._guards import DivergenceError, DivergenceWarning  # noqa: E402
 from .network import Network  # noqa: E402
 from .persistence import load  # noqa: E402
 
-__all__ = ["MLPClassifier", "MLPRegressor", "Network", "datasets", "load", "__version__"]
+__all__ = [
+    "DivergenceError",
+    "DivergenceWarning",
+    "MLPClassifier",
+    "MLPRegressor",
+    "Network",
+    "datasets",
+    "load",
+    "__version__",
+]
 
 
 def __getattr__(name):

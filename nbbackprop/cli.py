@@ -28,6 +28,33 @@ class UsageFailure(click.UsageError):
         click.echo(f"Error: {self.format_message()}", file=file or sys.stderr, err=True)
 
 
+class OneLineGroup(click.Group):
+    """A command group whose usage errors are one line, ``Error: ...``, exit status 2.
+
+    Click prints a usage banner and a help hint above its own parsing errors (an
+    unknown option, a value that is not a number); here every usage error, Click's
+    or the library's, looks the same: one line on stderr, no traceback.
+    """
+
+    @staticmethod
+    def _one_line(exc: click.UsageError) -> click.UsageError:
+        if isinstance(exc, UsageFailure) or type(exc).__name__ == "NoArgsIsHelpError":
+            return exc  # already one line, or a request for help
+        return UsageFailure(exc.format_message())
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise self._one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise self._one_line(exc) from None
+
+
 def _parse_sizes(value: str) -> list[int]:
     try:
         sizes = [int(s) for s in value.replace(" ", "").split(",") if s]
@@ -49,7 +76,7 @@ def load_data(data: str, dtype: str, seed: int):
     raise click.BadParameter(f"expected {DATA_HELP} Got {data!r}", param_hint="--data")
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 @click.version_option(__version__, prog_name="nbbackprop")
 def main() -> None:
     """Train fully-connected networks by backpropagation with Numba kernels."""
@@ -195,6 +222,7 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
     """
     from tqdm.auto import tqdm
 
+    from ._guards import DivergenceError
     from .network import Network
 
     if plot_path is not None:
@@ -253,8 +281,10 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
 
             plot.plot_history(history, plot_path, val_label=val_name,
                               title=f"{list(net.sizes)} {cost}, eta {eta}")  # fmt: skip
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         raise UsageFailure(str(exc)) from None
+    except DivergenceError as exc:  # a run-time failure, not a usage error: exit status 1
+        raise click.ClickException(str(exc)) from None
     accuracy = net.evaluate(Xt, yt)
     if as_json:
         click.echo(json.dumps({
@@ -295,7 +325,7 @@ def evaluate(model, data, seed, as_json) -> None:
                 f"{model} takes {net.sizes[0]} inputs, the data has {Xt.shape[1]} features"
             )
         predicted = net.predict(Xt)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         raise UsageFailure(str(exc)) from None
     n = max(net.sizes[-1], int(yt.max()) + 1)
     matrix = _confusion(yt, predicted, n)
@@ -338,7 +368,7 @@ def predict(model, inputs, raw, out_path) -> None:
         if X.ndim == 1:
             X = X.reshape(1, -1)
         result = net.feedforward(X) if raw else net.predict(X)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         raise UsageFailure(str(exc)) from None
     if out_path is not None:
         np.save(out_path, result)

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import _guards, devices, orchestration
 from . import _validation as v
-from . import devices, orchestration
 from . import functions as fn
 from .kernels import cpu_train
 
@@ -156,7 +156,13 @@ class Network:
             v.check_choice(activation, "activation", hidden)
             names = [activation] * L
         else:
-            names = list(activation)
+            try:
+                names = list(activation)
+            except TypeError:
+                raise TypeError(
+                    f"activation: expected a name or one name per weight layer ({L}), "
+                    f"got {activation!r}"
+                ) from None
             if len(names) != L:
                 raise ValueError(
                     f"activation: expected one name or {L} names (one per weight layer), "
@@ -239,6 +245,7 @@ class Network:
     # ---------------------------------------------------------------- inference
     def feedforward(self, X) -> np.ndarray:
         """Output activations a^L for each row of ``X`` (shape (m, sizes[0]))."""
+        _guards.check_network_state(self)
         X = v.check_inputs(X, self.sizes[0], self.dtype)
         cap = min(X.shape[0], 256)
         if self._on_gpu(cap):
@@ -265,7 +272,7 @@ class Network:
         return float(np.mean(self.predict(X) == labels))
 
     def _labels(self, y, m: int) -> np.ndarray:
-        arr = np.asarray(y)
+        arr = v._as_numeric_array(y, "y")
         if arr.ndim == 2:
             v.check_targets(arr, m, self.sizes[-1], self.dtype)
             return np.argmax(arr, axis=1)
@@ -274,12 +281,13 @@ class Network:
                 f"y: expected {m} integer labels or target rows of shape ({m}, {self.sizes[-1]}), "
                 f"got shape {arr.shape}"
             )
-        return v.check_labels(v._as_numeric_array(arr, "y"), self.sizes[-1])
+        return v.check_labels(arr, self.sizes[-1])
 
     # ----------------------------------------------------------------- gradients
     def _batch(self, X, Y):
+        _guards.check_network_state(self)
         X = v.check_inputs(X, self.sizes[0], self.dtype)
-        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, name="Y")
+        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, "Y", self.cost_name)
         m = X.shape[0]
         ws = Workspace(self.sizes, m, self.dtype, self.n_params)
         if self._on_gpu(m):
@@ -316,7 +324,7 @@ class Network:
         """
         lmbda = v.check_float(lmbda, "lmbda", nonnegative=True)
         X = v.check_inputs(X, self.sizes[0], self.dtype)
-        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, name="Y")
+        Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, "Y", self.cost_name)
         total = 0.0
         cap = min(X.shape[0], 1024)
         for start in range(0, X.shape[0], cap):
@@ -385,6 +393,8 @@ class Network:
         strategy: str | None = None,
         callback: Callable[[int, dict], None] | None = None,
         device: str | None = None,
+        on_divergence: str = "raise",
+        divergence_check: str = "epoch",
     ) -> dict[str, list]:
         """Train by mini-batch gradient descent and return the per-epoch history.
 
@@ -465,6 +475,17 @@ class Network:
             every epoch, so monitors, callbacks and checkpoints see them.
         callback : callable, optional
             Called as ``callback(epoch, history)`` after each epoch.
+        on_divergence : str
+            What to do when a mini-batch's cost or a parameter becomes NaN or
+            infinite: ``"raise"`` a :class:`~nbbackprop.DivergenceError` (a
+            ``FloatingPointError``) or ``"warn"`` with a
+            :class:`~nbbackprop.DivergenceWarning` and return the history so far.
+            Either way the network is first restored to its last finite state.
+        divergence_check : str
+            Which finite state is restored: ``"epoch"``, the parameters (and
+            optimiser state) at the start of the diverging epoch, or ``"batch"``,
+            those just before the diverging mini-batch. Both cost the same while
+            training is healthy (see ``docs/reliability.md``).
 
         Returns
         -------
@@ -473,9 +494,20 @@ class Network:
             ``"eta"``, ``"train_cost"`` (the mean of the mini-batch costs computed
             during the epoch, before each update; no L2 term), and the monitored
             figures (``"val_accuracy"``, ``"val_cost"``, ``"train_accuracy"``).
+            After a divergence with ``on_divergence="warn"``, ``"diverged"``: the
+            epoch, mini-batch, reason and cost.
+
+        Raises
+        ------
+        DivergenceError
+            With ``on_divergence="raise"``; its ``history`` holds the completed epochs.
+        KeyboardInterrupt
+            Re-raised after Ctrl-C, with the network at its last completed mini-batch
+            (compiled calls are never interrupted midway); the exception's ``history``
+            has ``"interrupted": True`` and ``"interrupted_at"`` (epoch, mini-batch).
         """
         X = v.check_inputs(X, self.sizes[0], self.dtype)
-        Y = v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype)
+        Y = v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, "y", self.cost_name)
         epochs = v.check_int(epochs, "epochs", minimum=0)
         batch_size = v.check_int(batch_size, "batch_size", minimum=1)
         eta = v.check_float(eta, "eta", positive=True)
@@ -507,6 +539,11 @@ class Network:
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name}: expected True or False, got {flag!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback: expected a callable or None, got {callback!r}")
+        v.check_choice(on_divergence, "on_divergence", _guards.DIVERGENCE_ACTIONS)
+        v.check_choice(divergence_check, "divergence_check", _guards.DIVERGENCE_CHECKS)
+        _guards.check_network_state(self, writeable=True)
         val = None
         if validation_data is not None:
             try:
@@ -514,7 +551,9 @@ class Network:
             except (TypeError, ValueError):
                 raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
             Xv = v.check_inputs(Xv, self.sizes[0], self.dtype, name="validation_data[0]")
-            Yv = v.check_targets(yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]")
+            Yv = v.check_targets(
+                yv, Xv.shape[0], self.sizes[-1], self.dtype, "validation_data[1]", self.cost_name
+            )
             val = (Xv, Yv)
         # An unusable device or strategy fails here, before any state changes.
         self.plan(min(batch_size, X.shape[0]), strategy, device)
@@ -580,7 +619,9 @@ class Network:
         higher = metric.endswith("accuracy")
 
         n = X.shape[0]
-        cap = min(batch_size, n)
+        # One mini-batch of all n samples either way; keeps batch_size within int64.
+        batch_size = min(batch_size, n)
+        cap = batch_size
         plan = self.plan(cap, strategy, device)
         hyper = np.array([eta, lmbda / n, momentum, beta1, beta2, epsilon], dtype=np.float64)
         n_batches = -(-n // batch_size)
@@ -588,13 +629,7 @@ class Network:
         chunk = max(1, int(_CHUNK_SECONDS * _ASSUMED_FLOPS / (flops * cap)))
         batch_costs = np.zeros(n_batches, dtype=np.float64)
         identity = np.arange(n, dtype=np.int64)
-
-        def diverged(epoch, i):
-            return FloatingPointError(
-                f"training diverged: the cost became {batch_costs[i]} in epoch {epoch}, "
-                f"mini-batch {i}; try a smaller eta (got {eta})"
-            )
-
+        order = identity
         gpu = None
         if plan.device == "cuda":
             from .kernels import cuda_train
@@ -610,29 +645,47 @@ class Network:
         else:
             ws = self._workspace(cap)
             par = plan.flags
+
+        def train_chunk(first: int, last: int) -> int:
+            return cpu_train.train_batches(
+                self.params, ws.grads, self.opt_state, self._sizes, self._acts,
+                fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
+                self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
+                ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
+                self.step, par,
+            )  # fmt: skip
+
+        guard = _guards.TrainingGuard(
+            self, on_divergence=on_divergence, check=divergence_check, eta=eta,
+            n_batches=n_batches,
+        )  # fmt: skip
         end = self.epochs_trained if run is not None and run["stopped"] else start_epoch + epochs
         try:
             while self.epochs_trained < end:
                 epoch = self.epochs_trained
                 hyper[cpu_train.ETA] = self._epoch_eta(eta, sch)
                 order = self.rng.permutation(n).astype(np.int64) if shuffle else identity
-                if gpu is not None:
+                guard.start_epoch(epoch, eta=float(hyper[cpu_train.ETA]))
+                failure = None
+                if plan.device == "cuda":
                     done = gpu.epoch(order, batch_costs, hyper)
-                    if done != n_batches:
-                        raise diverged(epoch, done)
                     # Monitors, early stopping, checkpoints and callbacks read the parameters.
                     gpu.sync()
-                for first in range(0, n_batches if gpu is None else 0, chunk):
-                    last = min(first + chunk, n_batches)
-                    done = cpu_train.train_batches(
-                        self.params, ws.grads, self.opt_state, self._sizes, self._acts,
-                        fn.COSTS[self.cost_name], self._w_off, self._b_off, self._a_off,
-                        self._z_off, X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf,
-                        ws.dbuf, ws.ybuf, ws.costs, batch_costs, OPTIMIZERS[optimizer], hyper,
-                        self.step, par,
-                    )  # fmt: skip
-                    if done != last - first:
-                        raise diverged(epoch, first + done)
+                    if done != n_batches:
+                        # The device stopped before updating on the diverged mini-batch;
+                        # hand its state back before the guard restores its snapshot.
+                        gpu.close()
+                        gpu = None
+                        failure = guard.diverged_at(done, float(batch_costs[done]))
+                else:
+                    for first in range(0, n_batches, chunk):
+                        last = min(first + chunk, n_batches)
+                        failure = guard.run_chunk(train_chunk, first, last, batch_costs)
+                        if failure is not None:
+                            break
+                if failure is not None:
+                    guard.stop(failure, history)  # raises DivergenceError, or warns
+                    break
                 self.epochs_trained += 1
                 history["epoch"].append(epoch)
                 history["eta"].append(float(hyper[cpu_train.ETA]))
@@ -683,6 +736,12 @@ class Network:
                     callback(epoch, history)
                 if stopping:
                     break
+        except KeyboardInterrupt as exc:
+            if gpu is not None:
+                gpu.close()  # the last completed epoch's parameters back into this network
+                gpu = None
+            guard.interrupted(history, exc)
+            raise
         finally:
             if gpu is not None:
                 gpu.close()  # parameters and optimiser state back into this network

@@ -34,9 +34,11 @@ the declared sizes before it is used.
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -151,11 +153,47 @@ def _fail(path, why: str) -> ModelFileError:
     return ModelFileError(f"{os.fspath(path)}: {why}")
 
 
+#: What reading a damaged archive can raise besides ValueError and OSError: a flipped
+#: compression-method or flag field makes zipfile try a codec or refuse an "encrypted"
+#: member (found by tests/test_properties.py::test_model_file_fuzz_bytes).
+_DAMAGE = (
+    zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError,
+    RuntimeError, OverflowError, zlib.error, lzma.LZMAError,
+)  # fmt: skip
+
+
+def _npy_header(z, name: str):
+    """``(shape, dtype)`` from the .npy header of member ``name``, reading no data.
+
+    NumPy allocates the whole array a header declares before reading it, so a
+    header claiming 10^12 items in a file of a few bytes must be refused first.
+    """
+    with z.zip.open(name + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"member {name!r} has .npy format version {version}")
+    return shape, dtype
+
+
 def _read(path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and check a model file; return ``(meta, arrays)``."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise _fail(path, f"cannot be read: {exc}") from None
+    if magic.startswith(b"\x93NUMPY"):
+        # np.load would read (and allocate) the whole array before we could look at it.
+        raise _fail(path, "not an nbbackprop model file (a .npy array, not a .npz archive)")
+    if not magic.startswith(b"PK"):
+        raise _fail(path, "not an nbbackprop model file (not an .npz archive)")
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
@@ -173,6 +211,9 @@ def _read(path) -> tuple[dict, dict[str, np.ndarray]]:
             sizes_in_zip = {info.filename[:-4]: info.file_size for info in z.zip.infolist()}
             if sizes_in_zip.get("meta", 0) > _MAX_META_BYTES:
                 raise _fail(path, "the metadata is implausibly large")
+            shape, dtype = _npy_header(z, "meta")
+            if dtype != np.uint8 or len(shape) != 1 or shape[0] > _MAX_META_BYTES:
+                raise _fail(path, f"'meta' should be a 1-D uint8 array, got {dtype} {shape}")
             meta = _decode_meta(path, z["meta"])
             expected = _expected_shapes(path, meta)
             # Compare the stored sizes with the declared ones before reading any
@@ -185,10 +226,17 @@ def _read(path) -> tuple[dict, dict[str, np.ndarray]]:
                         raise _fail(
                             path, f"array {name!r} is larger than its declared shape {shape}"
                         )
+                    stored, dtype = _npy_header(z, name)
+                    if stored != shape or dtype != np.dtype(meta["dtype"]):
+                        raise _fail(
+                            path,
+                            f"array {name!r} disagrees with the declared sizes: expected "
+                            f"{meta['dtype']} of shape {shape}, got {dtype} of shape {stored}",
+                        )
             arrays = {name: z[name] for name in names - {"meta"}}
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except _DAMAGE as exc:
         raise _fail(path, f"not a readable nbbackprop model file (truncated or damaged?): {exc}"
                     ) from None  # fmt: skip
     for name, shape in expected.items():
@@ -254,22 +302,41 @@ def _expected_shapes(path, meta: dict) -> dict[str, tuple[int, ...]]:
     }
 
 
+def _generator(path, state, what: str) -> np.random.Generator:
+    """A generator set to ``state``, or a ModelFileError if the state is unusable."""
+    try:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise _fail(path, f"bad metadata: the {what} state is unusable ({exc})") from None
+    return rng
+
+
 def _restore(net, path, meta: dict, arrays: dict) -> None:
-    """Copy the training state of a checked file into a network of the same architecture."""
-    net.params[...] = arrays["params"]
-    net._opt_name = meta["optimizer"]
-    net.opt_state = np.ascontiguousarray(arrays["opt_state"])
-    net.step[0] = meta["step"]
-    net.epochs_trained = meta["epochs_trained"]
-    state = meta["schedule_state"]
+    """Copy the training state of a checked file into a network of the same architecture.
+
+    Everything is checked before anything is copied, so a bad file leaves ``net`` as
+    it was (a missing key, a step beyond int64, an unusable random state).
+    """
+    try:
+        optimizer, step = meta["optimizer"], meta["step"]
+        epochs_trained, state, rng_state = (
+            meta["epochs_trained"], meta["schedule_state"], meta["rng"]
+        )  # fmt: skip
+    except KeyError as exc:
+        raise _fail(path, f"bad metadata: missing {exc}") from None
+    if step > np.iinfo(np.int64).max:
+        raise _fail(path, f"bad metadata: step {step} does not fit in int64")
     if not isinstance(state, dict) or set(state) != {"schedule", "eta_scale", "best", "bad"}:
         raise _fail(path, f"bad metadata: schedule_state {state!r}")
+    rng = _generator(path, rng_state, "random generator")
+    net.params[...] = arrays["params"]
+    net._opt_name = optimizer
+    net.opt_state = np.ascontiguousarray(arrays["opt_state"])
+    net.step[0] = step
+    net.epochs_trained = epochs_trained
     net.schedule_state = dict(state)
-    try:
-        net.rng = np.random.default_rng()
-        net.rng.bit_generator.state = meta["rng"]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise _fail(path, f"bad metadata: the random generator state is unusable ({exc})") from None
+    net.rng = rng
 
 
 def load(path):
@@ -322,7 +389,9 @@ def resume_into(net, path, settings: dict) -> dict:
             "it has no run to finish; load it and call fit instead"
         )
     now = json.loads(json.dumps(settings))
-    before = run["settings"]
+    before = run.get("settings")
+    if not isinstance(before, dict):
+        raise _fail(path, "bad metadata: the run has no settings")
     if now != before:
         diff = {k: (before.get(k), now.get(k)) for k in sorted(set(now) | set(before))
                 if before.get(k) != now.get(k)}  # fmt: skip
@@ -330,13 +399,37 @@ def resume_into(net, path, settings: dict) -> dict:
             "resume: fit was called with other arguments or data than the run that wrote "
             f"{os.fspath(path)}: (checkpoint, now) = {diff}"
         )
+    record = _run_record(path, run, meta, arrays)
     _restore(net, path, meta, arrays)
-    return {
-        "history": run["history"],
-        "stop": run["stop"],
-        "start_epoch": run["start_epoch"],
-        "split_rng": run["split_rng"],
-        "stopped": run["stopped"],
-        "rng": meta["rng"],
-        "best_params": arrays.get("best_params"),
-    }
+    return record
+
+
+def _run_record(path, run: dict, meta: dict, arrays: dict) -> dict:
+    """The checked record of a checkpoint's run (before anything is restored from it)."""
+    try:
+        record = {
+            "history": run["history"],
+            "stop": run["stop"],
+            "start_epoch": run["start_epoch"],
+            "split_rng": run["split_rng"],
+            "stopped": run["stopped"],
+            "rng": meta["rng"],
+            "best_params": arrays.get("best_params"),
+        }
+    except KeyError as exc:
+        raise _fail(path, f"bad metadata: the run lacks {exc}") from None
+    history, stop = record["history"], record["stop"]
+    lists = isinstance(history, dict) and all(isinstance(x, list) for x in history.values())
+    if not lists or not {"epoch", "eta", "train_cost"} <= set(history):
+        raise _fail(path, "bad metadata: the run's history is not a table of lists")
+    if not isinstance(stop, dict) or set(stop) != {"best", "bad"}:
+        raise _fail(path, f"bad metadata: the run's stopping state {stop!r}")
+    if not isinstance(record["stopped"], bool):
+        raise _fail(path, "bad metadata: the run's 'stopped' is not true or false")
+    try:
+        v.check_int(record["start_epoch"], "start_epoch", minimum=0)
+    except (TypeError, ValueError) as exc:
+        raise _fail(path, f"bad metadata: {exc}") from None
+    if record["split_rng"] is not None:
+        _generator(path, record["split_rng"], "validation split's random")
+    return record

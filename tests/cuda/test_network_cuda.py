@@ -124,7 +124,7 @@ def test_divergence_stops_where_the_cpu_stops(strategy, rng):
     with pytest.raises(FloatingPointError) as gpu_err:
         gpu_net.fit(X, Y, strategy=strategy, **kw)
     assert str(gpu_err.value) == str(cpu_err.value)
-    # The parameters from before the diverging mini-batch (huge, yet finite).
+    # Both restored the parameters from the start of the diverging epoch.
     assert np.isfinite(gpu_net.params).all()
     assert_close(gpu_net.params, cpu_net.params, np.float64)
     assert gpu_net.step[0] == cpu_net.step[0]
