@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .orchestration import DEVICES, STRATEGIES
 
 DATA_HELP = "'digits' (bundled, the default) or 'mnist:DIR' (the MNIST IDX files in DIR)."
 
@@ -175,7 +176,19 @@ CHOICE_ACT = click.Choice(["sigmoid", "tanh", "relu", "identity", "softmax"])
     is_flag=True,
     help="Also record the accuracy on the training data each epoch.",
 )
-@click.option("--strategy", default=None, type=click.Choice(["auto", "serial", "parallel"]))
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(DEVICES),
+    help="'auto' takes a usable GPU when the work is large enough, else the CPU.",
+)
+@click.option(
+    "--strategy",
+    default=None,
+    type=click.Choice(STRATEGIES),
+    help="Force a kernel strategy (see 'nbbackprop info' and docs/cuda.md).",
+)
 @click.option(
     "--save",
     "save_path",
@@ -213,7 +226,7 @@ CHOICE_ACT = click.Choice(["sigmoid", "tanh", "relu", "identity", "softmax"])
 def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_activation,
           cost, init, lmbda, optimizer, momentum, beta1, beta2, epsilon, schedule, power_t,
           step_size, gamma, plateau_patience, early_stopping, patience, tol, metric,
-          validation_fraction, restore_best, monitor_train_accuracy, strategy, save_path,
+          validation_fraction, restore_best, monitor_train_accuracy, device, strategy, save_path,
           checkpoint, checkpoint_every, resume, plot_path, quiet, as_json) -> None:  # fmt: skip
     """Train a network and print the test accuracy.
 
@@ -223,6 +236,7 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
     from tqdm.auto import tqdm
 
     from ._guards import DivergenceError
+    from .devices import CudaUnavailableError
     from .network import Network
 
     if plot_path is not None:
@@ -242,7 +256,8 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
                 f"got {layer_sizes[0]}"
             )
         net = Network(layer_sizes, activation=_names(activation), cost=cost, dtype=dtype,
-                      seed=seed, output_activation=output_activation, init=init)  # fmt: skip
+                      seed=seed, output_activation=output_activation, init=init,
+                      device=device)  # fmt: skip
         # Early stopping watches a split of the training data, never the test set.
         validation = None if early_stopping else (Xt, yt)
         val_name = "validation" if early_stopping else "test"
@@ -281,7 +296,7 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
 
             plot.plot_history(history, plot_path, val_label=val_name,
                               title=f"{list(net.sizes)} {cost}, eta {eta}")  # fmt: skip
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, CudaUnavailableError) as exc:
         raise UsageFailure(str(exc)) from None
     except DivergenceError as exc:  # a run-time failure, not a usage error: exit status 1
         raise click.ClickException(str(exc)) from None

@@ -103,3 +103,14 @@ def test_predict_rejects_bad_input(runner, tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"junk")
     r = runner.invoke(main, ["predict", str(tmp_path / "m.npz"), str(tmp_path / "bad.npy")])
     assert r.exit_code == 2 and "not a readable" in r.output
+
+
+def test_train_on_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
+    from nbbackprop import devices
+
+    status = devices.CudaStatus(False, False, "no NVIDIA driver (test)")
+    monkeypatch.setattr(devices, "cuda_status", lambda: status)
+    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "no NVIDIA driver (test)" in result.output
+    assert "Traceback" not in result.output
