@@ -37,6 +37,7 @@ import json
 import lzma
 import os
 import tempfile
+import warnings
 import zipfile
 import zlib
 
@@ -339,8 +340,20 @@ def _restore(net, path, meta: dict, arrays: dict) -> None:
     net.rng = rng
 
 
-def load(path):
+def load(path, *, device: str = "auto", strategy: str | None = None):
     """Read a network written by :meth:`nbbackprop.Network.save` (or a checkpoint).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npz`` file.
+    device : str
+        The loaded network's device (``"auto"``, ``"cpu"`` or ``"cuda"``); the file
+        does not tie a model to the machine that trained it.
+    strategy : str, optional
+        The kernel strategy; by default the saved one. A saved GPU-only strategy
+        (``"layered"``, ``"fused"``) on a machine without a usable GPU becomes
+        ``"auto"``, with a warning, so a model trained on a GPU loads anywhere.
 
     Raises
     ------
@@ -351,13 +364,27 @@ def load(path):
         another format version, or holds arrays that disagree with its
         declared sizes.
     """
+    from . import devices, orchestration
     from .network import Network
 
     meta, arrays = _read(path)
+    if strategy is None:
+        strategy = meta.get("strategy", "auto")
+        gpu_only = strategy in orchestration.CUDA_STRATEGIES and (
+            strategy not in orchestration.CPU_STRATEGIES
+        )
+        if gpu_only and device != "cuda" and not devices.cuda_status().usable:
+            warnings.warn(
+                f"{os.fspath(path)}: saved with strategy={strategy!r}, which needs a GPU "
+                f"({devices.cuda_status().reason}); loaded with strategy='auto'",
+                UserWarning,
+                stacklevel=2,
+            )
+            strategy = "auto"
     try:
         net = Network(
             meta["sizes"], activation=meta["activations"], cost=meta["cost"],
-            dtype=meta["dtype"], init=meta["init"], strategy=meta["strategy"], seed=0,
+            dtype=meta["dtype"], init=meta["init"], strategy=strategy, device=device, seed=0,
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise _fail(path, f"bad metadata: {exc}") from None

@@ -290,3 +290,18 @@ def test_resume_checks_the_arguments_and_the_file(data, tmp_path):
     h = done.fit(X, labels, epochs=2, batch_size=8, eta=0.5, resume=path)
     assert len(h["epoch"]) == 2 and np.array_equal(done.params, net.params)
     assert np.array_equal(nb.load(path).params, net.params)
+
+
+def test_a_model_saved_with_a_gpu_strategy_loads_without_a_gpu(tmp_path, monkeypatch):
+    from nbbackprop import devices
+
+    status = devices.CudaStatus(False, False, "no NVIDIA driver (test)")
+    monkeypatch.setattr(devices, "cuda_status", lambda: status)
+    net = nb.Network([4, 3, 2], seed=0)
+    net.strategy = "fused"  # as a network trained on a GPU would have it
+    net.save(tmp_path / "gpu.npz")
+    with pytest.warns(UserWarning, match="strategy='fused', which needs a GPU"):
+        back = nb.load(tmp_path / "gpu.npz")
+    assert back.strategy == "auto"
+    np.testing.assert_array_equal(back.params, net.params)
+    assert nb.load(tmp_path / "gpu.npz", strategy="serial").strategy == "serial"
