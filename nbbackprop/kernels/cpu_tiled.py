@@ -148,7 +148,7 @@ def _sigmoid_row(z, a):
             a[k] = s if z[k] >= 0 else e * s
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _activate_row(z, a, act):
     """``a = σ(z)`` over one row (softmax included), vectorised where possible."""
     if act == SIGMOID:
@@ -167,7 +167,7 @@ def _activate_row(z, a, act):
             a[k] = z[k]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _derivative_row(d, a, act):
     """``d *= σ'(z)`` over one row, σ' from the activations a (typed constants, so a
     float32 row stays float32)."""
@@ -194,7 +194,7 @@ def _rows_in(cols, itemsize, n, least):
     return min(rows, n)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _pack(src, r_lo, r_hi, k_lo, k_hi, pack):
     """Copy ``src[r_lo:r_hi, k_lo:k_hi]`` into ``pack`` with a padded row stride;
     returns the 2-D view whose row i holds source row ``r_lo + i`` from column 0."""
@@ -297,7 +297,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
                         _derivative_row(delta[x0 + r, k_lo:k_hi], a[x0 + r, k_lo:k_hi], act)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _outer_tile(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi):
     """``G[j, k] += Σ_x δ[x, j] a_prev[x, k]`` over samples ``x_lo:x_hi`` on row tile
     ``jt`` of G and columns ``k_lo:k_hi``; ``B[b_row + x - x_lo, b_col + k - k_lo]``
@@ -309,7 +309,7 @@ def _outer_tile(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi):
                   k_hi - k_lo)  # fmt: skip
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _zero_tile(G, jt, n_out, k_lo, k_hi):
     j0, jr = tile_at(jt, n_out)
     zero = G.dtype.type(0)
