@@ -5,7 +5,29 @@
 """
 
 from . import datasets
-from .network import Network
 
 __version__ = "0.1.0"
-__all__ = ["Network", "datasets", "__version__"]
+
+from ._guards import DivergenceError, DivergenceWarning  # noqa: E402
+from .network import Network  # noqa: E402
+from .persistence import load  # noqa: E402
+
+__all__ = [
+    "DivergenceError",
+    "DivergenceWarning",
+    "MLPClassifier",
+    "MLPRegressor",
+    "Network",
+    "datasets",
+    "load",
+    "__version__",
+]
+
+
+def __getattr__(name):
+    # The estimators import scikit-learn, an optional extra: only when asked for.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import sklearn as _sk
+
+        return getattr(_sk, name)
+    raise AttributeError(f"module 'nbbackprop' has no attribute {name!r}")

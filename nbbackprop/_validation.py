@@ -66,7 +66,14 @@ def check_seed(seed, name: str = "seed"):
     return check_int(seed, name, minimum=0)
 
 
+#: Networks with more parameters than this are refused before anything is allocated
+#: (2**40 float64 parameters would take 8 TiB).
+MAX_PARAMS = 2**40
+
+
 def check_sizes(sizes) -> tuple[int, ...]:
+    if isinstance(sizes, (str, bytes)):
+        raise TypeError(f"sizes: expected a sequence of layer widths, got {sizes!r}")
     try:
         items = list(sizes)
     except TypeError:
@@ -82,10 +89,19 @@ def check_sizes(sizes) -> tuple[int, ...]:
         if s < 1:
             raise ValueError(f"sizes[{i}]: expected a layer width >= 1, got {s}")
         out.append(int(s))
+    n_params = sum(out[l + 1] * (out[l] + 1) for l in range(len(out) - 1))
+    if n_params > MAX_PARAMS:
+        raise ValueError(
+            f"sizes: {out!r} would have {n_params:.3g} parameters, more than the "
+            f"{MAX_PARAMS:.3g} this library will allocate"
+        )
     return tuple(out)
 
 
 def _as_numeric_array(value, name: str) -> np.ndarray:
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        # np.asarray would drop the mask and read whatever the masked slots hold.
+        raise ValueError(f"{name}: expected an array without masked entries")
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -109,7 +125,7 @@ def check_inputs(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.nda
         raise ValueError(
             f"{name}: expected {n_features} features per row (sizes[0]), got shape {arr.shape}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = _convert(arr, dtype)
     if not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise ValueError(
@@ -119,8 +135,13 @@ def check_inputs(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.nda
     return out
 
 
-def check_targets(y, m: int, n_out: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
-    """Return targets as (m, n_out) rows: integer labels become one-hot rows."""
+def check_targets(
+    y, m: int, n_out: int, dtype: np.dtype, name: str = "y", cost: str | None = None
+) -> np.ndarray:
+    """Return targets as (m, n_out) rows: integer labels become one-hot rows.
+
+    With ``cost``, the targets must also lie in the range that cost is defined for.
+    """
     arr = _as_numeric_array(y, name)
     if arr.ndim == 1 and n_out > 1:
         if arr.shape[0] != m:
@@ -141,10 +162,42 @@ def check_targets(y, m: int, n_out: int, dtype: np.dtype, name: str = "y") -> np
             f"{name}: expected target rows of shape ({m}, {n_out}) (one row per row of X, "
             f"sizes[-1] columns), got shape {arr.shape}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = _convert(arr, dtype)
     if not np.isfinite(out).all():
-        raise ValueError(f"{name}: expected finite target values, got NaN/inf")
+        raise ValueError(
+            f"{name}: expected finite target values, got NaN/inf (or values too large "
+            f"for {np.dtype(dtype).name})"
+        )
+    check_target_range(out, cost, name)
     return out
+
+
+def check_target_range(Y: np.ndarray, cost: str | None, name: str = "y") -> None:
+    """Targets the cost is defined for: in [0, 1] for cross-entropy, >= 0 for log-likelihood.
+
+    Outside those ranges the cross-entropy and the log-likelihood are unbounded below,
+    so gradient descent would drive the outputs to saturation and diverge.
+    """
+    if cost == "cross_entropy" and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError(
+            f"{name}: cost='cross_entropy' needs targets in [0, 1], got values from "
+            f"{Y.min():g} to {Y.max():g}"
+        )
+    if cost == "log_likelihood" and Y.min() < 0:
+        raise ValueError(
+            f"{name}: cost='log_likelihood' needs non-negative targets, got a minimum of "
+            f"{Y.min():g}"
+        )
+
+
+def _convert(arr: np.ndarray, dtype) -> np.ndarray:
+    """A C-contiguous, aligned, native-endian copy of ``arr`` in ``dtype`` (or ``arr`` itself).
+
+    Values too large for ``dtype`` become inf (and are then refused by the caller with
+    a message that says so) instead of raising NumPy's overflow warning.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.require(arr, dtype=dtype, requirements=["C", "A"])
 
 
 def check_labels(arr: np.ndarray, n_classes: int, name: str = "y") -> np.ndarray:
@@ -154,10 +207,11 @@ def check_labels(arr: np.ndarray, n_classes: int, name: str = "y") -> np.ndarray
             raise ValueError(f"{name}: expected integer class labels, got non-integer values")
     elif arr.dtype.kind == "b":
         raise TypeError(f"{name}: expected integer class labels, got booleans")
-    labels = arr.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+    # Range first, in the labels' own dtype: a cast of 1e20 or of a huge uint64 to
+    # int64 would wrap around and report nonsense.
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
         raise ValueError(
             f"{name}: expected labels in [0, {n_classes - 1}] (sizes[-1] = {n_classes} classes), "
-            f"got values from {labels.min()} to {labels.max()}"
+            f"got values from {arr.min()} to {arr.max()}"
         )
-    return labels
+    return arr.astype(np.int64)

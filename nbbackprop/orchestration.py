@@ -27,7 +27,7 @@ measurements on the 2-core machine of ``docs/performance.md``, quoted next to ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numba
 import numpy as np
@@ -157,3 +157,194 @@ def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | Non
         notes=notes,
         fused_sgd=fused,
     )
+
+
+# ----------------------------------------------------------------------- devices and the GPU
+# Everything below is additive to the CPU planner above: ``plan`` is the front that picks a
+# device and calls ``plan_cpu`` or ``plan_cuda``. Nothing here imports numba.cuda unless a
+# GPU is asked about (see nbbackprop.devices).
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA_STRATEGIES = ("auto", "layered", "fused")
+#: Every strategy name; which device each implies is in :func:`choose_device`.
+STRATEGIES = tuple(dict.fromkeys(CPU_STRATEGIES + CUDA_STRATEGIES))
+
+# Provisional thresholds: no GPU was available when they were written, so they are
+# estimates, not measurements (docs/cuda.md gives the arithmetic behind each, and
+# benchmarks/gpu_check.py prints the figures that should replace them).
+#: Multiply-adds per mini-batch, m·Σ n_in·n_out, from which device="auto" takes a usable
+#: GPU. Estimate: the CPU driver does ~9 G multiply-adds/s of training work (3 per MAC
+#: counted here) on the 2-core reference machine, i.e. 4M MACs ≈ 1.3 ms per mini-batch,
+#: several times the ~0.1-0.3 ms of Python-side kernel launches of one GPU step.
+AUTO_CUDA_MIN_MACS = 4_000_000
+#: Widest layer after the input that the fused kernel takes (activations live in shared
+#: memory; tiny-cuda-nn's fully fused MLP targets widths of 16-128).
+FUSED_MAX_WIDTH = 128
+#: Dynamic shared memory per block the fused kernel may use: 48 KiB is what every CUDA
+#: GPU gives a block without an opt-in.
+FUSED_SHARED_BYTES = 48 * 1024
+#: Most samples per block tile of the fused kernel (halved until the tile fits).
+FUSED_MAX_SAMPLES = 16
+#: Largest buffer of per-tile gradient sums the fused path may allocate.
+FUSED_MAX_PARTIAL_BYTES = 256 * 2**20
+
+_GPU_ONLY = tuple(s for s in CUDA_STRATEGIES if s not in CPU_STRATEGIES)
+_CPU_ONLY = tuple(s for s in CPU_STRATEGIES if s not in CUDA_STRATEGIES)
+
+
+def check_device_strategy(device: str, strategy: str) -> None:
+    """Raise ValueError when ``strategy`` cannot run on ``device``."""
+    if device not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if device == "cpu" and strategy in _GPU_ONLY:
+        raise ValueError(
+            f"strategy={strategy!r} runs on the GPU; device='cpu' takes one of "
+            f"{', '.join(CPU_STRATEGIES)}"
+        )
+    if device == "cuda" and strategy in _CPU_ONLY:
+        raise ValueError(
+            f"strategy={strategy!r} is a CPU strategy; device='cuda' takes one of "
+            f"{', '.join(CUDA_STRATEGIES)}"
+        )
+
+
+def requires_cuda(device: str, strategy: str) -> bool:
+    """True when the pair can only run on a GPU."""
+    return device == "cuda" or (device == "auto" and strategy in _GPU_ONLY)
+
+
+def choose_device(device: str, strategy: str, sizes, batch_size: int) -> tuple[str, str]:
+    """``("cpu" | "cuda", reason)`` for a requested device, strategy and mini-batch size.
+
+    ``"cuda"`` (or a GPU-only strategy) without a usable GPU raises
+    :class:`nbbackprop.devices.CudaUnavailableError` saying why; ``"auto"`` then
+    quietly takes the CPU. ``"auto"`` never takes the CUDA simulator, which is for tests.
+    """
+    from . import devices
+
+    check_device_strategy(device, strategy)
+    if device == "cpu":
+        return "cpu", "device='cpu' requested"
+    if device == "cuda":
+        status = devices.require_cuda()
+        return "cuda", f"device='cuda' requested: {status.name}"
+    if strategy in _GPU_ONLY:
+        status = devices.require_cuda()
+        return "cuda", f"strategy={strategy!r} runs on the GPU: {status.name}"
+    if strategy in _CPU_ONLY:
+        return "cpu", f"strategy={strategy!r} is a CPU strategy"
+    macs = batch_size * sum(int(sizes[l]) * int(sizes[l + 1]) for l in range(len(sizes) - 1))
+    if macs < AUTO_CUDA_MIN_MACS:
+        return "cpu", (
+            f"auto: {macs:,} multiply-adds per batch < {AUTO_CUDA_MIN_MACS:,}, "
+            "too little work to gain from a GPU"
+        )
+    status = devices.cuda_status()
+    if not status.usable:
+        return "cpu", f"auto: no usable GPU ({status.reason})"
+    if status.simulated:
+        return "cpu", "auto: the CUDA simulator is for tests, never chosen automatically"
+    return "cuda", (
+        f"auto: {macs:,} multiply-adds per batch >= {AUTO_CUDA_MIN_MACS:,} on {status.name}"
+    )
+
+
+def fused_samples(sizes, itemsize: int, batch_size: int) -> tuple[int, str]:
+    """Samples per block tile of the fused kernel, or ``(0, why not)``."""
+    widths = [int(s) for s in sizes[1:]]
+    if max(widths) > FUSED_MAX_WIDTH:
+        return 0, f"a layer of {max(widths)} > {FUSED_MAX_WIDTH} neurons is too wide to fuse"
+    per_sample = (sum(widths) + 2 * max(widths)) * itemsize
+    S = FUSED_MAX_SAMPLES
+    while S > 1 and S * per_sample > FUSED_SHARED_BYTES:
+        S //= 2
+    if S * per_sample > FUSED_SHARED_BYTES:
+        return 0, f"one sample's activations need {per_sample:,} B > {FUSED_SHARED_BYTES:,} B"
+    S = max(1, min(S, batch_size))
+    n_params = sum(int(sizes[l + 1]) * (int(sizes[l]) + 1) for l in range(len(sizes) - 1))
+    partial_bytes = -(-batch_size // S) * n_params * itemsize
+    if partial_bytes > FUSED_MAX_PARTIAL_BYTES:
+        return 0, (
+            f"per-tile gradient sums would take {partial_bytes:,} B > "
+            f"{FUSED_MAX_PARTIAL_BYTES:,} B (batch too large)"
+        )
+    return S, (
+        f"every layer <= {FUSED_MAX_WIDTH} wide: {S} samples per block, "
+        f"{S * per_sample:,} B of shared memory"
+    )
+
+
+def plan_cuda(
+    sizes, batch_size: int, strategy: str = "auto", n_params: int | None = None,
+    dtype="float32",
+) -> Plan:  # fmt: skip
+    """Choose the CUDA kernels for mini-batches of ``batch_size`` (a usable GPU is assumed)."""
+    if strategy not in CUDA_STRATEGIES:
+        raise ValueError(
+            f"strategy: expected one of {', '.join(CUDA_STRATEGIES)} for CUDA, got {strategy!r}"
+        )
+    from .kernels import cuda as kc
+
+    itemsize = np.dtype(dtype).itemsize
+    S, why = fused_samples(sizes, itemsize, batch_size)
+    if strategy == "fused" and not S:
+        raise ValueError(f"strategy='fused' cannot run this network: {why}")
+    fused = strategy == "fused" or (strategy == "auto" and S > 0)
+    L = len(sizes) - 1
+    layers = []
+    for l in range(L):
+        n_in, n_out = int(sizes[l]), int(sizes[l + 1])
+        if fused:
+            reason = why if l == 0 else "in the same launch as layer 0"
+            if strategy == "fused" and l == 0:
+                reason = f"forced by strategy='fused'; {why}"
+            layers.append(LayerPlan(l, n_in, n_out, "fused", ("fused_backprop",), reason))
+        else:
+            reason = f"tiled {kc.TILE}x{kc.TILE} blocks, shared-memory tiles of a and W"
+            if strategy == "layered":
+                reason = f"forced by strategy='layered'; {reason}"
+            elif l == 0:
+                reason = f"not fused ({why}); {reason}"
+            layers.append(LayerPlan(l, n_in, n_out, "layered", _LAYER_KERNELS, reason))
+    if fused:
+        n_tiles = -(-batch_size // S)
+        update = "fused_update"
+        update_reason = f"sums {n_tiles} tile(s) of gradients and updates in one launch"
+        launches = "2 launches per mini-batch (fused_backprop, fused_update)"
+    else:
+        update = "update twin"
+        update_reason = "record_cost, then sgd_update/momentum_update/adam_update"
+        launches = (
+            f"{4 * L + 4} launches per mini-batch (+1 for a softmax output): gathers, "
+            "per-layer kernels, record_cost, update"
+        )
+    return Plan(
+        device="cuda",
+        strategy=strategy,
+        batch_size=batch_size,
+        threads=kc.FUSED_THREADS if fused else kc.THREADS_PER_BLOCK,
+        layers=tuple(layers),
+        update=update,
+        update_reason=update_reason,
+        notes=(
+            launches,
+            "threads = threads per block; the data set, parameters and buffers stay on the "
+            "device for the whole fit, one sample order uploaded per epoch, costs copied back "
+            "once per epoch",
+        ),
+    )
+
+
+def plan(
+    sizes, batch_size: int, device: str = "auto", strategy: str = "auto",
+    n_params: int | None = None, dtype="float64",
+) -> Plan:  # fmt: skip
+    """The front: choose the device (:func:`choose_device`), then its kernels."""
+    chosen, reason = choose_device(device, strategy, sizes, batch_size)
+    if chosen == "cuda":
+        p = plan_cuda(sizes, batch_size, strategy, n_params, dtype)
+    else:
+        p = plan_cpu(sizes, batch_size, strategy, n_params)
+    return replace(p, notes=(f"device: {reason}",) + p.notes)

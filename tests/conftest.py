@@ -17,3 +17,16 @@ def assert_close(actual, expected, dtype, scale=1.0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def _cuda_tests_enabled() -> bool:
+    # tests/cuda runs under NVIDIA's simulator (NUMBA_ENABLE_CUDASIM=1, its own pytest
+    # process: the variable must be set before numba is imported) or on a usable GPU.
+    from nbbackprop import devices
+
+    return devices.simulator_requested() or devices.cuda_status().usable
+
+
+# Not a tests/cuda/conftest.py: a second top-level module named "conftest" would shadow
+# this one for ``from conftest import assert_close``.
+collect_ignore = [] if _cuda_tests_enabled() else ["cuda"]
