@@ -26,48 +26,63 @@ Activations are applied by row passes that LLVM vectorises; σ uses
 (a call to ``math.exp`` cannot be vectorised without a vector maths library, and
 the scalar calls cost ~30 % of a forward pass).
 
-Each kernel is compiled twice as in :mod:`nbbackprop.kernels.cpu` (``name`` with
-``prange``, ``name_serial`` without); they trust their inputs.
+Each kernel is compiled twice as in :mod:`nbbackprop.kernels.cpu`: ``name`` splits
+its work into one contiguous part per thread (``prange`` over the parts, so that a
+thread owns the same rows of ``W`` in every kernel), ``name_serial`` runs it as one
+part. They trust their inputs.
 """
 
 from __future__ import annotations
 
+import types as types_
+
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
+from numba.np.ufunc.parallel import _iget_num_threads
 
-from .cpu import FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _compile_twice, _softmax_row
+from .cpu import FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
 from .cpu_tiles import axpy_tile, dot_tile, tile_at, tile_count
 
 #: Bytes of the operand block that stays in L2 while tiles stream past it (half of a
 #: Zen 4 core's 1 MiB L2).
 BLOCK_BYTES = 1 << 19
-#: Columns of an axpy-tile row segment: long enough (32 AVX-512 vectors of float32)
-#: to amortise a tile's set-up, short enough that 4 output rows stay in L1.
-AXPY_COLS = 512
+#: Bytes of an axpy-tile row segment (512 float32, 256 float64): long enough (32
+#: AVX-512 vectors) to amortise a tile's set-up, short enough that 4 output rows and
+#: 4 operand rows stay in a 32 KiB L1.
+AXPY_BYTES = 2048
+#: Largest ``W`` (bytes) whose rows each thread keeps for itself, in the forward pass
+#: as in the update: about what the two cores' L2 hold besides the activations.
+OWN_ROWS_BYTES = 1 << 20
 #: Operand blocks of at least this many rows are packed (fewer rows cannot fill an
 #: L2 set's 8 ways).
 PACK_MIN_ROWS = 64
 #: Padding, in elements, added to a packed row: one cache line.
 _PAD = 16
-#: Elements per row pass above which the activation pass of a parallel kernel is
-#: itself parallel.
-PARALLEL_ROW_PASS = 1 << 14
 
 #: fastmath for the elementwise passes: no ``reassoc``, which would fold the two-part
 #: ln 2 of the range reduction in :func:`_exp_neg` back into one constant.
 _ELEMENTWISE = {"nsz", "contract"}
 
 
-def pack_size(dtype) -> int:
-    """Elements of the scratch buffer that the tiled kernels pack operands into: a
-    packed block has at most :data:`BLOCK_BYTES`."""
-    return BLOCK_BYTES // np.dtype(dtype).itemsize
+def pack_size(dtype, threads: int | None = None) -> int:
+    """Elements of the scratch buffer that the tiled kernels pack operands into: one
+    block of at most :data:`BLOCK_BYTES` per thread."""
+    if threads is None:
+        threads = numba.get_num_threads()
+    return threads * (BLOCK_BYTES // np.dtype(dtype).itemsize)
 
 
-def pack_buffer(dtype) -> np.ndarray:
+@njit(cache=True)
+def pack_elems(itemsize):
+    """:func:`pack_size` from compiled code, for the current number of threads."""
+    return _iget_num_threads() * (BLOCK_BYTES // itemsize)
+
+
+def pack_buffer(dtype, threads: int | None = None) -> np.ndarray:
     """A scratch buffer for the tiled kernels (allocate once, reuse for every batch)."""
-    return np.empty(pack_size(dtype), dtype=dtype)
+    return np.empty(pack_size(dtype, threads), dtype=dtype)
 
 
 # --------------------------------------------------------------------- elementwise
@@ -186,6 +201,42 @@ def _derivative_row(d, a, act):
 
 # ------------------------------------------------------------------------ blocking
 @njit(cache=True, inline="always")
+def _threads():
+    # numba.get_num_threads() goes through a ctypes pointer, which stops Numba from
+    # caching the kernel; this intrinsic is the call Numba's own parfors make.
+    return _iget_num_threads()
+
+
+@njit(cache=True, inline="always")
+def _one_thread():
+    return 1
+
+
+@njit(cache=True, inline="always")
+def _share(n, parts, p):
+    """Items ``[lo, hi)`` of ``n`` that part ``p`` of ``parts`` owns (contiguous, even)."""
+    q, r = divmod(n, parts)
+    lo = p * q + min(p, r)
+    return lo, lo + q + (1 if p < r else 0)
+
+
+@njit(cache=True, inline="always")
+def _tile_span(t_lo, t_hi, n):
+    """The rows ``[lo, hi)`` covered by tiles ``t_lo .. t_hi-1`` of ``n`` rows."""
+    if t_lo >= t_hi:
+        return 0, 0
+    lo, _ = tile_at(t_lo, n)
+    last, size = tile_at(t_hi - 1, n)
+    return lo, last + size
+
+
+@njit(cache=True, inline="always")
+def _axpy_cols(itemsize):
+    """Columns of an axpy row segment: :data:`AXPY_BYTES` of them."""
+    return AXPY_BYTES // itemsize
+
+
+@njit(cache=True, inline="always")
 def _rows_in(cols, itemsize, n, least):
     """Rows (a multiple of 4, at least ``least``, at most ``n``) of ``cols`` columns
     that fit :data:`BLOCK_BYTES`."""
@@ -195,11 +246,12 @@ def _rows_in(cols, itemsize, n, least):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _pack(src, r_lo, r_hi, k_lo, k_hi, pack):
-    """Copy ``src[r_lo:r_hi, k_lo:k_hi]`` into ``pack`` with a padded row stride;
-    returns the 2-D view whose row i holds source row ``r_lo + i`` from column 0."""
+def _pack(src, r_lo, r_hi, k_lo, k_hi, pack, p):
+    """Copy ``src[r_lo:r_hi, k_lo:k_hi]`` into part ``p`` of ``pack`` with a padded row
+    stride; returns the 2-D view whose row i holds source row ``r_lo + i`` from 0."""
     ld = k_hi - k_lo + _PAD
-    out = pack[: (r_hi - r_lo) * ld].reshape((r_hi - r_lo, ld))
+    base = p * (BLOCK_BYTES // src.itemsize)
+    out = pack[base : base + (r_hi - r_lo) * ld].reshape((r_hi - r_lo, ld))
     for i in range(r_hi - r_lo):
         row = src[r_lo + i, k_lo:k_hi]
         dst = out[i]
@@ -209,6 +261,24 @@ def _pack(src, r_lo, r_hi, k_lo, k_hi, pack):
 
 
 # ------------------------------------------------------------------------- kernels
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
+    """``z = a_prev Wᵀ + b`` on sample tiles ``it_lo:it_hi`` × neuron tiles
+    ``jt_lo:jt_hi`` of the rows ``j_lo:`` of W (tiles numbered within that block)."""
+    m = a_prev.shape[0]
+    nj = W.shape[0] - j_lo
+    for it in range(it_lo, it_hi):
+        i0, mr = tile_at(it, m)
+        for jt in range(jt_lo, jt_hi):
+            j0, nr = tile_at(jt, nj)
+            j0 += j_lo
+            c = dot_tile(mr, nr, a_prev, i0, W, j0)
+            for r in range(mr):
+                zx = z[i0 + r]
+                for s in range(nr):
+                    zx[j0 + s] = c[4 * r + s] + b[j0 + s]
+
+
 def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     r"""Forward pass of one layer, :func:`~nbbackprop.kernels.cpu.weighted_sums` tiled.
 
@@ -217,34 +287,44 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     Equations (1)–(3). Each tile of up to 4 samples × 4 neurons is a
     :func:`~nbbackprop.kernels.cpu_tiles.dot_tile` over all of :math:`k` (both
     ``a_prev`` and ``W`` are contiguous along k); the bias is added as the tile is
-    stored, σ by a vectorised pass over each row afterwards. ``W`` is walked in
-    blocks of rows that stay in L2 while every sample tile passes over them; the
-    (sample tile, neuron tile) pairs of a block are split among threads in
-    contiguous runs, so that consecutive tiles share their sample rows in L1.
+    stored, σ by a vectorised pass over each thread's part of the rows afterwards.
+
+    Work split: when ``W`` fits in the threads' L2 (:data:`OWN_ROWS_BYTES`) each
+    thread owns a contiguous run of neurons, the same rows of ``W`` that it updates
+    in :func:`sgd_layer_update_tiled`, so that ``W`` never moves between cores
+    (splitting the forward pass by samples instead cost W1 more than the second
+    core gained). Otherwise each thread owns a run of sample tiles and ``W`` is
+    walked in blocks of rows that stay in L2 while the thread's tiles pass over them.
     """
     m = a_prev.shape[0]
     n_out, n_in = W.shape
-    rows = _rows_in(n_in, W.itemsize, n_out, 4)
+    parts = _threads()
     n_it = tile_count(m)
-    for j_lo in range(0, n_out, rows):
-        nj = min(rows, n_out - j_lo)
-        n_jt = tile_count(nj)
-        for t in prange(n_it * n_jt):
-            it = t // n_jt
-            i0, mr = tile_at(it, m)
-            j0, nr = tile_at(t - it * n_jt, nj)
-            j0 += j_lo
-            c = dot_tile(mr, nr, a_prev, i0, W, j0)
-            for r in range(mr):
-                zx = z[i0 + r]
-                for s in range(nr):
-                    zx[j0 + s] = c[4 * r + s] + b[j0 + s]
-    if m * n_out >= PARALLEL_ROW_PASS:
-        for x in prange(m):
-            _activate_row(z[x], a[x], act)
+    n_jt = tile_count(n_out)
+    if W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= parts:
+        for part in prange(parts):
+            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+            jt_lo, jt_hi = _share(n_jt, parts, p)
+            _forward_tiles(W, b, a_prev, z, 0, n_it, jt_lo, jt_hi, 0)
+            c_lo, c_hi = _tile_span(jt_lo, jt_hi, n_out)
+            if act != SOFTMAX:
+                for x in range(m):
+                    _activate_row(z[x, c_lo:c_hi], a[x, c_lo:c_hi], act)
+        if act == SOFTMAX:  # needs whole rows, written by every thread
+            for x in range(m):
+                _softmax_row(z[x], a[x])
     else:
-        for x in range(m):
-            _activate_row(z[x], a[x], act)
+        rows = _rows_in(n_in, W.itemsize, n_out, 4)
+        for part in prange(parts):
+            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+            it_lo, it_hi = _share(n_it, parts, p)
+            for j_lo in range(0, n_out, rows):
+                W_block = W[: min(j_lo + rows, n_out)]
+                _forward_tiles(W_block, b, a_prev, z, it_lo, it_hi, 0,
+                               tile_count(W_block.shape[0] - j_lo), j_lo)  # fmt: skip
+            x_lo, x_hi = _tile_span(it_lo, it_hi, m)
+            for x in range(x_lo, x_hi):
+                _activate_row(z[x], a[x], act)
 
 
 def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
@@ -262,47 +342,63 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
     Equation (18). Each tile adds :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` for up to
     4 samples and 4 rows j to rows of ``delta``
     (:func:`~nbbackprop.kernels.cpu_tiles.axpy_tile`, vectorised along k, no
-    transpose). Columns go in segments of :data:`AXPY_COLS`, rows j in blocks such
+    transpose). Each thread owns a run of columns k (of ``delta`` and of
+    ``W_next``), taken in segments of :data:`AXPY_BYTES`; rows j go in blocks such
     that ``W_next[block, segment]`` (packed when tall) stays in L2 while every
-    sample tile passes over it; parallel over sample tiles.
+    sample tile passes over it.
     """
     m, n = a.shape
     n_next = W_next.shape[0]
-    cols = min(n, AXPY_COLS)
-    rows = _rows_in(cols + _PAD, W_next.itemsize, n_next, 4)
+    seg = _axpy_cols(W_next.itemsize)
+    rows = _rows_in(seg + _PAD, W_next.itemsize, n_next, 4)
     zero = delta.dtype.type(0)
-    for k_lo in range(0, n, cols):
-        k_hi = min(k_lo + cols, n)
-        for j_lo in range(0, n_next, rows):
-            j_hi = min(j_lo + rows, n_next)
-            if j_hi - j_lo >= PACK_MIN_ROWS:
-                B = _pack(W_next, j_lo, j_hi, k_lo, k_hi, pack)
-                b_row, b_col = 0, 0
-            else:
-                B = W_next
-                b_row, b_col = j_lo, k_lo
-            for xt in prange(tile_count(m)):
-                x0, xr = tile_at(xt, m)
-                if j_lo == 0:
-                    for r in range(xr):
-                        dx = delta[x0 + r, k_lo:k_hi]
-                        for k in range(k_hi - k_lo):
-                            dx[k] = zero
-                for jt in range(tile_count(j_hi - j_lo)):
-                    j0, jr = tile_at(jt, j_hi - j_lo)
-                    axpy_tile(xr, jr, delta, x0, k_lo, B, b_row + j0, b_col, delta_next, x0,
-                              j_lo + j0, False, 1.0, k_hi - k_lo)  # fmt: skip
-                if j_hi == n_next:
-                    for r in range(xr):
-                        _derivative_row(delta[x0 + r, k_lo:k_hi], a[x0 + r, k_lo:k_hi], act)
+    parts = _threads()
+    n_seg = -(-n // seg)
+    for part in prange(parts):
+        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+        # whole segments per thread when there are enough, else split the columns evenly
+        if n_seg >= parts:
+            s_lo, s_hi = _share(n_seg, parts, p)
+            c_lo, c_hi = s_lo * seg, min(s_hi * seg, n)
+        else:
+            c_lo, c_hi = _share(n, parts, p)
+        for k_lo in range(c_lo, c_hi, seg):
+            k_hi = min(k_lo + seg, c_hi)
+            for j_lo in range(0, n_next, rows):
+                j_hi = min(j_lo + rows, n_next)
+                if j_hi - j_lo >= PACK_MIN_ROWS:
+                    B = _pack(W_next, j_lo, j_hi, k_lo, k_hi, pack, p)
+                    b_row, b_col = 0, 0
+                else:
+                    B = W_next
+                    b_row, b_col = j_lo, k_lo
+                for xt in range(tile_count(m)):
+                    x0, xr = tile_at(xt, m)
+                    if j_lo == 0:
+                        for r in range(xr):
+                            dx = delta[x0 + r, k_lo:k_hi]
+                            for k in range(k_hi - k_lo):
+                                dx[k] = zero
+                    for jt in range(tile_count(j_hi - j_lo)):
+                        j0, jr = tile_at(jt, j_hi - j_lo)
+                        axpy_tile(xr, jr, delta, x0, k_lo, B, b_row + j0, b_col, delta_next,
+                                  x0, j_lo + j0, False, 1.0, k_hi - k_lo)  # fmt: skip
+            for x in range(m):
+                _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _outer_tile(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi):
-    """``G[j, k] += Σ_x δ[x, j] a_prev[x, k]`` over samples ``x_lo:x_hi`` on row tile
-    ``jt`` of G and columns ``k_lo:k_hi``; ``B[b_row + x - x_lo, b_col + k - k_lo]``
-    holds ``a_prev[x, k]``."""
+def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, first):
+    """``G[j, k] (+)= Σ_x δ[x, j] a_prev[x, k]`` over samples ``x_lo:x_hi`` on row tile
+    ``jt`` of G, columns ``k_lo:k_hi`` (``first``: overwrite instead of add);
+    ``B[b_row + x - x_lo, b_col + k - k_lo]`` holds ``a_prev[x, k]``."""
     j0, jr = tile_at(jt, delta.shape[1])
+    if first:
+        zero = G.dtype.type(0)
+        for r in range(jr):
+            row = G[j0 + r, k_lo:k_hi]
+            for k in range(k_hi - k_lo):
+                row[k] = zero
     for xt in range(tile_count(x_hi - x_lo)):
         x0, xr = tile_at(xt, x_hi - x_lo)
         axpy_tile(jr, xr, G, j0, k_lo, B, b_row + x0, b_col, delta, x_lo + x0, j0, True, 1.0,
@@ -310,13 +406,32 @@ def _outer_tile(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _zero_tile(G, jt, n_out, k_lo, k_hi):
-    j0, jr = tile_at(jt, n_out)
-    zero = G.dtype.type(0)
-    for r in range(jr):
-        row = G[j0 + r, k_lo:k_hi]
-        for k in range(k_hi - k_lo):
-            row[k] = zero
+def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
+    """The rows of tiles ``jt_lo:jt_hi`` of ``G = δᵀ a_prev``; when ``W`` has rows, each
+    finished segment is applied at once: ``W = keep W - step G``."""
+    m, n_out = delta.shape
+    n_in = a_prev.shape[1]
+    seg = _axpy_cols(a_prev.itemsize)
+    rows = _rows_in(seg + _PAD, a_prev.itemsize, m, 4)
+    for k_lo in range(0, n_in, seg):
+        k_hi = min(k_lo + seg, n_in)
+        for x_lo in range(0, m, rows):
+            x_hi = min(x_lo + rows, m)
+            if x_hi - x_lo >= PACK_MIN_ROWS:
+                B = _pack(a_prev, x_lo, x_hi, k_lo, k_hi, pack, p)
+                b_row, b_col = 0, 0
+            else:
+                B = a_prev
+                b_row, b_col = x_lo, k_lo
+            for jt in range(jt_lo, jt_hi):
+                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, x_lo == 0)
+        if W.shape[0] > 0:
+            r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+            for j in range(r_lo, r_hi):
+                w = W[j, k_lo:k_hi]
+                g = G[j, k_lo:k_hi]
+                for k in range(k_hi - k_lo):
+                    w[k] = keep * w[k] - step * g[k]
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
@@ -334,28 +449,18 @@ def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
     Equation (16): each tile adds :math:`\sum_x \delta^l_j(x)\, a^{l-1}_k(x)` for up
     to 4 rows j and 4 samples x to rows of ``nabla_w``
     (:func:`~nbbackprop.kernels.cpu_tiles.axpy_tile`; no transpose of δ or
-    ``a_prev``). Columns in segments of :data:`AXPY_COLS`, samples in blocks such that
-    ``a_prev[block, segment]`` (packed when tall) stays in L2 while every row tile of
-    ``nabla_w`` passes over it; parallel over row tiles.
+    ``a_prev``). Each thread owns a run of rows j (the same as in
+    :func:`weighted_sums_tiled`); columns go in segments of :data:`AXPY_BYTES`,
+    samples in blocks such that ``a_prev[block, segment]`` (packed when tall) stays
+    in L2 while the thread's row tiles pass over it.
     """
-    m, n_out = delta.shape
-    n_in = a_prev.shape[1]
-    cols = min(n_in, AXPY_COLS)
-    rows = _rows_in(cols + _PAD, a_prev.itemsize, m, 4)
-    for k_lo in range(0, n_in, cols):
-        k_hi = min(k_lo + cols, n_in)
-        for x_lo in range(0, m, rows):
-            x_hi = min(x_lo + rows, m)
-            if x_hi - x_lo >= PACK_MIN_ROWS:
-                B = _pack(a_prev, x_lo, x_hi, k_lo, k_hi, pack)
-                b_row, b_col = 0, 0
-            else:
-                B = a_prev
-                b_row, b_col = x_lo, k_lo
-            for jt in prange(tile_count(n_out)):
-                if x_lo == 0:
-                    _zero_tile(nabla_w, jt, n_out, k_lo, k_hi)
-                _outer_tile(delta, B, b_row, b_col, x_lo, x_hi, nabla_w, jt, k_lo, k_hi)
+    parts = _threads()
+    n_jt = tile_count(delta.shape[1])
+    no_W = nabla_w[:0]
+    for part in prange(parts):
+        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+        jt_lo, jt_hi = _share(n_jt, parts, p)
+        _weight_grads_part(delta, a_prev, nabla_w, pack, p, jt_lo, jt_hi, no_W, 0.0, 1.0)
 
 
 def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
@@ -391,43 +496,41 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
     :func:`weight_grads_tiled` (so the rounding is that of the unfused kernels;
     adding each 4-sample group straight into a float32 ``W`` made runs drift ~100×
     further from float64), then applied to ``W`` while it is in L1. Run it after BP2
-    has used this layer's weights. Parallel over row tiles.
+    has used this layer's weights. Each thread owns the rows it owns in
+    :func:`weighted_sums_tiled`.
     """
     m, n_out = delta.shape
-    n_in = a_prev.shape[1]
-    cols = min(n_in, AXPY_COLS)
-    rows = _rows_in(cols + _PAD, a_prev.itemsize, m, 4)
     step = W.dtype.type(eta * inv_m)
     keep = W.dtype.type(1.0 - eta * l2)
-    for k_lo in range(0, n_in, cols):
-        k_hi = min(k_lo + cols, n_in)
-        for x_lo in range(0, m, rows):
-            x_hi = min(x_lo + rows, m)
-            if x_hi - x_lo >= PACK_MIN_ROWS:
-                B = _pack(a_prev, x_lo, x_hi, k_lo, k_hi, pack)
-                b_row, b_col = 0, 0
-            else:
-                B = a_prev
-                b_row, b_col = x_lo, k_lo
-            for jt in prange(tile_count(n_out)):
-                if x_lo == 0:
-                    _zero_tile(nabla_w, jt, n_out, k_lo, k_hi)
-                _outer_tile(delta, B, b_row, b_col, x_lo, x_hi, nabla_w, jt, k_lo, k_hi)
-                if x_hi == m:
-                    j0, jr = tile_at(jt, n_out)
-                    for r in range(jr):
-                        w = W[j0 + r, k_lo:k_hi]
-                        g = nabla_w[j0 + r, k_lo:k_hi]
-                        for k in range(k_hi - k_lo):
-                            w[k] = keep * w[k] - step * g[k]
-    for j in prange(n_out):
-        total = W.dtype.type(0)
-        for x in range(m):
-            total += delta[x, j]
-        b[j] -= step * total
+    parts = _threads()
+    n_jt = tile_count(n_out)
+    for part in prange(parts):
+        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+        jt_lo, jt_hi = _share(n_jt, parts, p)
+        _weight_grads_part(delta, a_prev, nabla_w, pack, p, jt_lo, jt_hi, W, step, keep)
+        r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+        for j in range(r_lo, r_hi):
+            total = W.dtype.type(0)
+            for x in range(m):
+                total += delta[x, j]
+            b[j] -= step * total
 
 
-weighted_sums_tiled, weighted_sums_tiled_serial = _compile_twice(_weighted_sums_tiled)
-hidden_delta_tiled, hidden_delta_tiled_serial = _compile_twice(_hidden_delta_tiled)
-weight_grads_tiled, weight_grads_tiled_serial = _compile_twice(_weight_grads_tiled)
-sgd_layer_update_tiled, sgd_layer_update_tiled_serial = _compile_twice(_sgd_layer_update_tiled)
+def _compile_pair(body):
+    """``(name, name_serial)`` compilations of a kernel body, as ``_compile_twice`` in
+    :mod:`~nbbackprop.kernels.cpu`; the serial copy also sees one thread (one part)."""
+    name = body.__name__.lstrip("_")
+    namespace = dict(body.__globals__, _threads=_one_thread)
+    fn = types_.FunctionType(body.__code__, namespace, name + "_serial", body.__defaults__)
+    fn.__qualname__ = name + "_serial"
+    fn.__doc__ = body.__doc__
+    return (
+        njit(parallel=True, cache=True, fastmath=FASTMATH)(body),
+        njit(cache=True, fastmath=FASTMATH)(fn),
+    )
+
+
+weighted_sums_tiled, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_tiled)
+hidden_delta_tiled, hidden_delta_tiled_serial = _compile_pair(_hidden_delta_tiled)
+weight_grads_tiled, weight_grads_tiled_serial = _compile_pair(_weight_grads_tiled)
+sgd_layer_update_tiled, sgd_layer_update_tiled_serial = _compile_pair(_sgd_layer_update_tiled)

@@ -314,7 +314,7 @@ def _train_body(
     L = sizes.shape[0] - 1
     cap = min(batch_size, n)
     # Allocated once per call (a call runs many mini-batches), not per mini-batch.
-    pack = np.empty(t.BLOCK_BYTES // params.itemsize, dtype=params.dtype)
+    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     for i in range(first, last):
         start = i * batch_size
         m = min(batch_size, n - start)
@@ -347,7 +347,7 @@ def _batch_gradients_body(
     costs, par,
 ):  # fmt: skip
     m = X.shape[0]
-    pack = np.empty(t.BLOCK_BYTES // params.itemsize, dtype=params.dtype)
+    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, X, abuf, zbuf, m, m, par)  # noqa: F821
     return BACKWARD(  # noqa: F821
         params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, abuf, dbuf, Y, costs,
