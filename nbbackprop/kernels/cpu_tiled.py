@@ -388,7 +388,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, first):
+def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, first, scale):
     """``G[j, k] (+)= Σ_x δ[x, j] a_prev[x, k]`` over samples ``x_lo:x_hi`` on row tile
     ``jt`` of G, columns ``k_lo:k_hi`` (``first``: overwrite instead of add);
     ``B[b_row + x - x_lo, b_col + k - k_lo]`` holds ``a_prev[x, k]``."""
@@ -401,20 +401,32 @@ def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, first)
                 row[k] = zero
     for xt in range(tile_count(x_hi - x_lo)):
         x0, xr = tile_at(xt, x_hi - x_lo)
-        axpy_tile(jr, xr, G, j0, k_lo, B, b_row + x0, b_col, delta, x_lo + x0, j0, True, 1.0,
+        axpy_tile(jr, xr, G, j0, k_lo, B, b_row + x0, b_col, delta, x_lo + x0, j0, True, scale,
                   k_hi - k_lo)  # fmt: skip
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
-    """The rows of tiles ``jt_lo:jt_hi`` of ``G = δᵀ a_prev``; when ``W`` has rows, each
-    finished segment is applied at once: ``W = keep W - step G``."""
+    """The rows of tiles ``jt_lo:jt_hi`` of ``G = δᵀ a_prev``; when ``W`` has rows, the
+    update ``W = keep W - step G`` instead (see :func:`sgd_layer_update_tiled`)."""
     m, n_out = delta.shape
     n_in = a_prev.shape[1]
     seg = _axpy_cols(a_prev.itemsize)
     rows = _rows_in(seg + _PAD, a_prev.itemsize, m, 4)
+    update = W.shape[0] > 0
+    # float64 updates add each sample group straight into W; float32 ones sum the
+    # whole batch into G first (see sgd_layer_update_tiled)
+    direct = update and W.itemsize == 8
+    target = W if direct else G
+    scale = -step if direct else 1.0
     for k_lo in range(0, n_in, seg):
         k_hi = min(k_lo + seg, n_in)
+        if direct and keep != 1:
+            r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+            for j in range(r_lo, r_hi):
+                w = W[j, k_lo:k_hi]
+                for k in range(k_hi - k_lo):
+                    w[k] = keep * w[k]
         for x_lo in range(0, m, rows):
             x_hi = min(x_lo + rows, m)
             if x_hi - x_lo >= PACK_MIN_ROWS:
@@ -424,14 +436,15 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
                 B = a_prev
                 b_row, b_col = x_lo, k_lo
             for jt in range(jt_lo, jt_hi):
-                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, x_lo == 0)
-        if W.shape[0] > 0:
-            r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-            for j in range(r_lo, r_hi):
-                w = W[j, k_lo:k_hi]
-                g = G[j, k_lo:k_hi]
-                for k in range(k_hi - k_lo):
-                    w[k] = keep * w[k] - step * g[k]
+                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, target, jt, k_lo, k_hi,
+                               x_lo == 0 and not direct, scale)  # fmt: skip
+                if update and not direct and x_hi == m:
+                    j0, jr = tile_at(jt, n_out)
+                    for j in range(j0, j0 + jr):
+                        w = W[j, k_lo:k_hi]
+                        g = G[j, k_lo:k_hi]
+                        for k in range(k_hi - k_lo):
+                            w[k] = keep * w[k] - step * g[k]
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
@@ -491,11 +504,14 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
               - \frac{\eta}{m} \sum_x \delta^l_j(x)\, a^{l-1}_k(x), \qquad
               b^l_j \to b^l_j - \frac{\eta}{m} \sum_x \delta^l_j(x)
 
-    the update of ``weight_grads``, ``bias_grads`` and ``sgd_update``: each segment of
-    the gradient is summed over the whole mini-batch first, exactly as in
-    :func:`weight_grads_tiled` (so the rounding is that of the unfused kernels;
+    the update of ``weight_grads``, ``bias_grads`` and ``sgd_update``. In float32 each
+    segment of the gradient is summed over the whole mini-batch first, exactly as in
+    :func:`weight_grads_tiled` (so the rounding is that of the unfused kernels:
     adding each 4-sample group straight into a float32 ``W`` made runs drift ~100×
-    further from float64), then applied to ``W`` while it is in L1. Run it after BP2
+    further from float64 ones), then applied to ``W`` while it is in L1. In float64
+    each 4-sample group is added straight into ``W`` (scaled by -η/m): the extra
+    roundings are ~1e-16 relative, and it saves the passes that zero and apply the
+    gradient (W1's update: X → Y µs, docs/performance.md). Run it after BP2
     has used this layer's weights. Each thread owns the rows it owns in
     :func:`weighted_sums_tiled`.
     """

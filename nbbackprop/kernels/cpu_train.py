@@ -39,7 +39,11 @@ from __future__ import annotations
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba import types as nbtypes
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import cpu as k
 from . import cpu_tiled as t
@@ -305,6 +309,39 @@ def _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out):
     return a0, y
 
 
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Ask the CPU to start loading the cache line of flat element ``index`` of ``arr``."""
+    if not isinstance(arr, nbtypes.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )  # fmt: skip
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])  # read, keep in every level, data
+        return context.get_dummy_value()
+
+    return nbtypes.void(arr, nbtypes.intp), codegen
+
+
+@njit(cache=True, inline="always")
+def _prefetch_batch(X, order, start, m):
+    """Start loading the input rows of the mini-batch at ``start`` from memory: a batch's
+    rows are read once, straight from DRAM, and the cores otherwise wait for them
+    (~4 of W1's ~34 µs per batch)."""
+    n_in = X.shape[1]
+    step = 64 // X.itemsize
+    for i in range(min(m, order.shape[0] - start)):
+        row = order[start + i] * n_in
+        for e in range(0, n_in, step):
+            _prefetch(X, row + e)
+
+
 def _train_body(
     params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
     X, Y, order, batch_size, first, last,
@@ -319,6 +356,8 @@ def _train_body(
         start = i * batch_size
         m = min(batch_size, n - start)
         a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, sizes[0], sizes[L])
+        if i + 1 < last:
+            _prefetch_batch(X, order, start + batch_size, batch_size)
         total = STEP(  # noqa: F821
             params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
             abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
@@ -335,9 +374,12 @@ def _forward_rows_body(
 ):  # fmt: skip
     n = X.shape[0]
     L = sizes.shape[0] - 1
+    order = np.arange(n)
     for start in range(0, n, cap):
         m = min(cap, n - start)
         a0 = X[start : start + m]
+        if start + m < n:
+            _prefetch_batch(X, order, start + m, cap)
         FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
         out[start : start + m] = _rows(abuf, cap * a_off[L], m, sizes[L])
 
