@@ -42,7 +42,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from numba.np.ufunc.parallel import _iget_num_threads
 
-from .cpu import FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
+from .cpu import ERROR_MODEL, FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
 from .cpu_tiles import axpy_tile, dot_tile, tile_at, tile_count
 
 #: Bytes of the operand block that stays in L2 while tiles stream past it (half of a
@@ -99,7 +99,7 @@ def _as_float(typingctx, bits):
     return ret(bits), codegen
 
 
-@njit(cache=True, fastmath=_ELEMENTWISE)
+@njit(cache=True, fastmath=_ELEMENTWISE, error_model="numpy")
 def _exp_neg64(t):
     """``exp(t)`` for float64 ``t <= 0``, with nothing LLVM cannot vectorise.
 
@@ -128,7 +128,7 @@ def _exp_neg64(t):
     return p * _as_float((np.int64(q) + 1023) << 52)
 
 
-@njit(cache=True, fastmath=_ELEMENTWISE)
+@njit(cache=True, fastmath=_ELEMENTWISE, error_model="numpy")
 def _exp_neg32(t):
     """:func:`_exp_neg64` for float32: degree 7, clamped at -87 (``e^-87`` ~ 2e-38)."""
     t = max(t, np.float32(-87.0))
@@ -146,7 +146,7 @@ def _exp_neg32(t):
     return p * _as_float(np.int32((np.int64(q) + 127) << 23))
 
 
-@njit(cache=True, fastmath=_ELEMENTWISE)
+@njit(cache=True, fastmath=_ELEMENTWISE, error_model="numpy")
 def _sigmoid_row(z, a):
     """``a = σ(z)`` over a row, vectorised: σ(z) = 1/(1 + e) for z ≥ 0 and e/(1 + e)
     for z < 0 with e = exp(-|z|), the two branches of :func:`nbbackprop.functions.activate`."""
@@ -289,19 +289,23 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     ``a_prev`` and ``W`` are contiguous along k); the bias is added as the tile is
     stored, σ by a vectorised pass over each thread's part of the rows afterwards.
 
-    Work split: when ``W`` fits in the threads' L2 (:data:`OWN_ROWS_BYTES`) each
-    thread owns a contiguous run of neurons, the same rows of ``W`` that it updates
-    in :func:`sgd_layer_update_tiled`, so that ``W`` never moves between cores
-    (splitting the forward pass by samples instead cost W1 more than the second
-    core gained). Otherwise each thread owns a run of sample tiles and ``W`` is
-    walked in blocks of rows that stay in L2 while the thread's tiles pass over them.
+    Work split: for a small mini-batch (fewer than 4 sample tiles per thread) whose
+    ``W`` fits in the threads' L2 (:data:`OWN_ROWS_BYTES`) and has at least 4 neuron
+    tiles per thread, each thread owns a contiguous run of neurons, the same rows of
+    ``W`` that it updates in :func:`sgd_layer_update_tiled`, so that ``W`` never
+    moves between cores (splitting W1's forward pass by samples instead cost more
+    than the second core gained). Otherwise each thread owns a run of sample tiles,
+    ``W`` is walked in blocks of rows that stay in L2 while the thread's tiles pass
+    over them, and σ runs over the thread's rows as one contiguous vector (narrow
+    rows, such as a 10-wide output layer, would otherwise leave σ mostly in the
+    scalar remainder of the vectorised loop).
     """
     m = a_prev.shape[0]
     n_out, n_in = W.shape
     parts = _threads()
     n_it = tile_count(m)
     n_jt = tile_count(n_out)
-    if W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= parts:
+    if W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= 4 * parts and n_it < 4 * parts:
         for part in prange(parts):
             p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
             jt_lo, jt_hi = _share(n_jt, parts, p)
@@ -323,8 +327,12 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
                 _forward_tiles(W_block, b, a_prev, z, it_lo, it_hi, 0,
                                tile_count(W_block.shape[0] - j_lo), j_lo)  # fmt: skip
             x_lo, x_hi = _tile_span(it_lo, it_hi, m)
-            for x in range(x_lo, x_hi):
-                _activate_row(z[x], a[x], act)
+            if act == SOFTMAX:
+                for x in range(x_lo, x_hi):
+                    _softmax_row(z[x], a[x])
+            else:  # the thread's rows are one contiguous run: one long vectorised pass
+                _activate_row(z.ravel()[x_lo * n_out : x_hi * n_out],
+                              a.ravel()[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
 
 
 def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
@@ -541,8 +549,8 @@ def _compile_pair(body):
     fn.__qualname__ = name + "_serial"
     fn.__doc__ = body.__doc__
     return (
-        njit(parallel=True, cache=True, fastmath=FASTMATH)(body),
-        njit(cache=True, fastmath=FASTMATH)(fn),
+        njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(body),
+        njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(fn),
     )
 
 
