@@ -12,13 +12,17 @@ CPU strategies
     thread pool.
 ``"parallel"``
     Every kernel parallel (``prange`` over the outputs it writes).
+``"tiled"``
+    The register-tiled, cache-blocked kernels (``*_tiled``) in every layer, with
+    plain SGD's weight gradient folded into the update; a layer's tiled kernels run
+    in parallel when its multiply-adds per mini-batch reach
+    :data:`TILED_PARALLEL_MIN_MACS`.
 ``"auto"`` (default)
-    Per layer: parallel when the layer's multiply-adds per mini-batch,
-    ``m * n_in * n_out``, reach :data:`PARALLEL_MIN_MACS`, else serial.
+    The fastest measured choice per layer; at present the same as ``"tiled"``.
 
-The threshold comes from measurement (see ``docs/performance.md``): the throw-away
-prototype found that waking Numba's pool costs about the time of 100k
-multiply-adds on this 2-core machine class.
+"serial" and "parallel" run the per-equation kernels exactly as written next to the
+equations; they are the readable reference path. The thresholds come from
+measurements on the 2-core machine of ``docs/performance.md``, quoted next to each.
 """
 
 from __future__ import annotations
@@ -28,14 +32,22 @@ from dataclasses import dataclass, field, replace
 import numba
 import numpy as np
 
-#: Multiply-adds per mini-batch from which a layer's kernels run in parallel.
+#: Multiply-adds per mini-batch from which a layer's per-equation kernels would run
+#: in parallel (kept for reference: "auto" now picks the tiled kernels).
 PARALLEL_MIN_MACS = 100_000
+#: Multiply-adds per mini-batch from which a layer's tiled kernels run in parallel.
+TILED_PARALLEL_MIN_MACS = 100_000
 #: Parameters from which the update kernel runs in parallel.
 PARALLEL_MIN_PARAMS = 200_000
 
-CPU_STRATEGIES = ("auto", "serial", "parallel")
-SERIAL, PARALLEL = 0, 1
-_VARIANT_NAMES = {SERIAL: "serial", PARALLEL: "parallel"}
+CPU_STRATEGIES = ("auto", "serial", "parallel", "tiled")
+SERIAL, PARALLEL, TILED, TILED_PARALLEL = 0, 1, 2, 3
+_VARIANT_CODES = {
+    "serial": SERIAL,
+    "parallel": PARALLEL,
+    "tiled": TILED,
+    "tiled-parallel": TILED_PARALLEL,
+}
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,16 @@ class Plan:
     update: str
     update_reason: str
     notes: tuple[str, ...] = field(default=())
+    #: Whether plain SGD folds the weight gradients into the update.
+    fused_sgd: bool = False
 
     @property
     def flags(self) -> np.ndarray:
-        """The per-layer variant codes (and the update's, last) for the compiled drivers."""
-        codes = [PARALLEL if lp.variant == "parallel" else SERIAL for lp in self.layers]
+        """The codes for the compiled drivers: each layer's variant, then the update's
+        (1 parallel), then 1 when plain SGD folds the gradients into the update."""
+        codes = [_VARIANT_CODES[lp.variant] for lp in self.layers]
         codes.append(PARALLEL if self.update == "parallel" else SERIAL)
+        codes.append(1 if self.fused_sgd else 0)
         return np.array(codes, dtype=np.int64)
 
     def __str__(self) -> str:
@@ -86,6 +102,11 @@ class Plan:
 
 
 _LAYER_KERNELS = ("weighted_sums", "output_delta|hidden_delta", "weight_grads", "bias_grads")
+_TILED_KERNELS = (
+    "weighted_sums_tiled",
+    "output_delta|hidden_delta_tiled",
+    "sgd_layer_update_tiled (SGD) | weight_grads_tiled, bias_grads",
+)
 
 
 def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | None = None) -> Plan:
@@ -99,25 +120,32 @@ def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | Non
     for l in range(len(sizes) - 1):
         n_in, n_out = int(sizes[l]), int(sizes[l + 1])
         macs = batch_size * n_in * n_out
-        if strategy != "auto":
+        kernels = _LAYER_KERNELS
+        if strategy in ("serial", "parallel"):
             variant, reason = strategy, f"forced by strategy={strategy!r}"
-        elif threads < 2:
-            variant, reason = "serial", "one thread available"
-        elif macs >= PARALLEL_MIN_MACS:
-            variant = "parallel"
-            reason = f"{macs:,} multiply-adds per batch >= {PARALLEL_MIN_MACS:,}"
         else:
-            variant = "serial"
-            reason = f"{macs:,} multiply-adds per batch < {PARALLEL_MIN_MACS:,}"
-        layers.append(LayerPlan(l, n_in, n_out, variant, _LAYER_KERNELS, reason))
+            kernels = _TILED_KERNELS
+            if threads < 2:
+                variant, reason = "tiled", "tiled kernels; one thread available"
+            elif macs >= TILED_PARALLEL_MIN_MACS:
+                variant = "tiled-parallel"
+                reason = f"tiled; {macs:,} multiply-adds per batch >= {TILED_PARALLEL_MIN_MACS:,}"
+            else:
+                variant = "tiled"
+                reason = f"tiled; {macs:,} multiply-adds per batch < {TILED_PARALLEL_MIN_MACS:,}"
+        layers.append(LayerPlan(l, n_in, n_out, variant, kernels, reason))
     if n_params is None:
         n_params = sum(int(sizes[l + 1]) * (int(sizes[l]) + 1) for l in range(len(sizes) - 1))
-    if strategy != "auto":
+    if strategy in ("serial", "parallel"):
         update, update_reason = strategy, f"forced by strategy={strategy!r}"
     elif threads >= 2 and n_params >= PARALLEL_MIN_PARAMS:
         update, update_reason = "parallel", f"{n_params:,} parameters >= {PARALLEL_MIN_PARAMS:,}"
     else:
         update, update_reason = "serial", f"{n_params:,} parameters < {PARALLEL_MIN_PARAMS:,}"
+    fused = strategy not in ("serial", "parallel")
+    notes = ("the whole run of mini-batches executes in one compiled call",)
+    if fused:
+        notes += ("with optimizer='sgd' each layer's weight gradient is folded into its update",)
     return Plan(
         device="cpu",
         strategy=strategy,
@@ -126,7 +154,8 @@ def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | Non
         layers=tuple(layers),
         update=update,
         update_reason=update_reason,
-        notes=("the whole run of mini-batches executes in one compiled call",),
+        notes=notes,
+        fused_sgd=fused,
     )
 
 

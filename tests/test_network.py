@@ -9,7 +9,7 @@ import nbbackprop as nb
 
 SHAPES = [[4, 3], [3, 1, 2], [5, 4, 3], [7, 5, 1, 3], [6, 9, 5, 4, 2]]
 DTYPES = [np.float64, np.float32]
-STRATEGIES = ["serial", "parallel", "auto"]
+STRATEGIES = ["serial", "parallel", "tiled", "auto"]
 
 
 def make_data(rng, sizes, m, dtype=np.float64):

@@ -11,9 +11,14 @@ Each kernel body is compiled twice (the pattern UMAP uses): ``name`` with
 *writes* (never a ``+=`` into shared memory from two threads), and
 ``name_serial``, where ``prange`` is a plain ``range``, for work too small to
 repay waking the thread pool. :mod:`nbbackprop.orchestration` decides which one
-runs; the kernels only compute. They trust their inputs: shapes, dtypes and
-contiguity are checked by the public API before any kernel runs, since Numba does
-not bounds-check.
+runs; the kernels only compute.
+
+:mod:`nbbackprop.kernels.cpu_tiled` computes the same equations with
+register-tiled, cache-blocked loops: the fast path, chosen by the ``"tiled"`` and
+``"auto"`` strategies (see ``docs/performance.md`` for figures).
+
+The kernels trust their inputs: shapes, dtypes and contiguity are checked by the
+public API before any kernel runs, since Numba does not bounds-check.
 
 :mod:`nbbackprop.kernels.cuda` holds the CUDA twins, with the same names and the
 same argument order.
@@ -31,6 +36,10 @@ from .. import functions as fn
 #: fastmath without ``nnan``/``ninf``, so NaN and inf still propagate for the
 #: divergence checks; ``reassoc`` lets LLVM vectorise the dot-product reductions.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+#: Kernels divide as NumPy does (x/0 is inf or NaN, caught by the divergence check):
+#: Python's error model tests every division for zero, and that branch out of a loop
+#: stops LLVM from vectorising it (a vectorised sigmoid ran 9× slower with it).
+ERROR_MODEL = "numpy"
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = (
     fn.SIGMOID,
@@ -58,12 +67,13 @@ def _compile_twice(body):
     )
     serial_fn.__qualname__ = name + "_serial"
     serial_fn.__doc__ = body.__doc__
-    parallel = njit(parallel=True, cache=True, fastmath=FASTMATH)(body)
-    serial = njit(cache=True, fastmath=FASTMATH)(serial_fn)
+    opts = {"cache": True, "fastmath": FASTMATH, "error_model": ERROR_MODEL}
+    parallel = njit(parallel=True, **opts)(body)
+    serial = njit(**opts)(serial_fn)
     return parallel, serial
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_row(z, a):
     # Subtracting the row maximum keeps exp from overflowing; it cancels out.
     top = z[0]
@@ -295,6 +305,11 @@ def _sgd_update(params, grads, eta, inv_m, l2, n_w):
               - \frac{\eta}{m} \sum_x \frac{\partial C_x}{\partial w},
               \qquad b \to b - \frac{\eta}{m} \sum_x \frac{\partial C_x}{\partial b}
     """
+    # Scalars in the parameters' dtype: a float64 scalar would make a float32 update
+    # compute in float64.
+    eta = params.dtype.type(eta)
+    inv_m = params.dtype.type(inv_m)
+    l2 = params.dtype.type(l2)
     for i in prange(params.shape[0]):
         g = grads[i] * inv_m
         if i < n_w:
@@ -316,6 +331,10 @@ def _momentum_update(params, grads, velocity, eta, inv_m, l2, n_w, mu, nesterov)
     the formulation of scikit-learn's ``SGDOptimizer``; PyTorch's ``SGD`` with
     momentum is the same update for a constant η.
     """
+    eta = params.dtype.type(eta)
+    inv_m = params.dtype.type(inv_m)
+    l2 = params.dtype.type(l2)
+    mu = params.dtype.type(mu)
     for i in prange(params.shape[0]):
         g = grads[i] * inv_m
         if i < n_w:
@@ -339,14 +358,21 @@ def _adam_update(params, grads, m1, m2, eta, inv_m, l2, n_w, beta1, beta2, eps, 
               v \to \beta_2 v + (1-\beta_2) g^2, \quad
               w \to w - \eta \frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
     """
-    c1 = 1.0 - beta1**t
-    c2 = 1.0 - beta2**t
+    c1 = params.dtype.type(1.0 - beta1**t)
+    c2 = params.dtype.type(1.0 - beta2**t)
+    one = params.dtype.type(1)
+    eta = params.dtype.type(eta)
+    inv_m = params.dtype.type(inv_m)
+    l2 = params.dtype.type(l2)
+    beta1 = params.dtype.type(beta1)
+    beta2 = params.dtype.type(beta2)
+    eps = params.dtype.type(eps)
     for i in prange(params.shape[0]):
         g = grads[i] * inv_m
         if i < n_w:
             g += l2 * params[i]
-        mi = beta1 * m1[i] + (1.0 - beta1) * g
-        vi = beta2 * m2[i] + (1.0 - beta2) * g * g
+        mi = beta1 * m1[i] + (one - beta1) * g
+        vi = beta2 * m2[i] + (one - beta2) * g * g
         m1[i] = mi
         m2[i] = vi
         params[i] -= eta * (mi / c1) / (np.sqrt(vi / c2) + eps)

@@ -15,23 +15,47 @@ Layout (built by :class:`nbbackprop.network.Network`):
 - ``abuf`` holds the activations ``a^0 .. a^L`` of up to ``cap`` samples, layer l
   starting at ``cap * a_off[l]``; ``zbuf`` and ``dbuf`` hold ``z`` and ``δ`` of the
   weight layers 0..L-1, layer l starting at ``cap * z_off[l]``.
-- ``par[l]`` selects layer l's kernels: 0 serial, 1 parallel (``prange``);
-  ``par[L]`` selects the update's. :mod:`nbbackprop.orchestration` fills it.
+- ``par[l]`` selects layer l's kernels: :data:`SERIAL`, :data:`PARALLEL`
+  (``prange``), :data:`TILED` or :data:`TILED_PARALLEL` (register-tiled); ``par[L]``
+  is 1 for a parallel update and ``par[L+1]`` is 1 to fold the weight gradients into
+  plain SGD's update. :mod:`nbbackprop.orchestration` fills it.
+- The layer-0 inputs of a mini-batch are read straight from ``X`` when its samples
+  are consecutive rows (no shuffling), else gathered into ``abuf``.
+
+Compiled specialisations. Numba links every kernel a function may call into that
+function's machine code and re-optimises it there, so one driver that could call
+every variant compiled all of them (about 50 s cold). The drivers are therefore
+written once as plain Python bodies and compiled once per *family* of kernels:
+``plain`` (the per-equation kernels of :mod:`~nbbackprop.kernels.cpu`, strategies
+"serial"/"parallel") and ``tiled`` (:mod:`~nbbackprop.kernels.cpu_tiled`, strategies
+"tiled"/"auto"), with the fused SGD step as its own specialisation. Each copy gets
+its own name (so Numba's disk cache keeps them apart) and its family's kernels as
+globals; the public functions below pick the copy from ``par`` and run it, so a
+first run compiles only the family it uses.
 """
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba import types as nbtypes
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import cpu as k
+from . import cpu_tiled as t
 
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+#: Kernel variants of a layer (``par[l]``), as chosen by :mod:`nbbackprop.orchestration`.
+SERIAL, PARALLEL, TILED, TILED_PARALLEL = 0, 1, 2, 3
 #: Indices into the ``hyper`` array of optimiser settings.
 ETA, L2, MU, BETA1, BETA2, EPS = 0, 1, 2, 3, 4, 5
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _weights(params, sizes, w_off, b_off, l):
     n_in = sizes[l]
     n_out = sizes[l + 1]
@@ -40,61 +64,103 @@ def _weights(params, sizes, w_off, b_off, l):
     return W, b
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rows(buf, start, m, n):
     return buf[start : start + m * n].reshape((m, n))
 
 
-@njit(cache=True)
-def _forward(params, sizes, acts, w_off, b_off, a_off, z_off, abuf, zbuf, cap, m, par):
-    L = sizes.shape[0] - 1
-    for l in range(L):
-        W, b = _weights(params, sizes, w_off, b_off, l)
-        a_prev = _rows(abuf, cap * a_off[l], m, sizes[l])
-        z = _rows(zbuf, cap * z_off[l], m, sizes[l + 1])
-        a = _rows(abuf, cap * a_off[l + 1], m, sizes[l + 1])
-        if par[l]:
-            k.weighted_sums(W, b, a_prev, z, a, acts[l])
-        else:
-            k.weighted_sums_serial(W, b, a_prev, z, a, acts[l])
+def _specialise(body, name, inline="never", **bindings):
+    """Compile a copy of ``body`` named ``name`` whose globals include ``bindings``.
+
+    The parts of a driver are inlined into it (``inline="always"``, at Numba's IR
+    level): every separately compiled function re-optimises all the kernels linked
+    into it, which made each level of the driver cost seconds of cold compilation.
+    """
+    namespace = dict(body.__globals__)
+    namespace.update(bindings)
+    fn = types.FunctionType(body.__code__, namespace, name, body.__defaults__, body.__closure__)
+    fn.__qualname__ = name
+    fn.__doc__ = body.__doc__
+    return njit(cache=True, inline=inline)(fn)
 
 
-@njit(cache=True)
-def _backward(
-    params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs, cap, m, par
-):
-    """BP1, then BP2–BP4 layer by layer downwards; returns Σ_x C_x."""
-    L = sizes.shape[0] - 1
-    a_L = _rows(abuf, cap * a_off[L], m, sizes[L])
-    delta_L = _rows(dbuf, cap * z_off[L - 1], m, sizes[L])
-    if par[L - 1]:
-        k.output_delta(a_L, y, delta_L, costs, acts[L - 1], cost)
+# ------------------------------------------------------- the two kernel families
+# Uniform signatures: ``parallel`` picks the prange compilation; the plain kernels
+# ignore ``pack`` (the tiled ones pack operand blocks into it).
+@njit(cache=True, inline="always")
+def _plain_forward(W, b, a_prev, z, a, act, parallel):
+    if parallel:
+        k.weighted_sums(W, b, a_prev, z, a, act)
     else:
-        k.output_delta_serial(a_L, y, delta_L, costs, acts[L - 1], cost)
-    for l in range(L - 1, -1, -1):
-        delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
-        a_prev = _rows(abuf, cap * a_off[l], m, sizes[l])
-        nabla_w, nabla_b = _weights(grads, sizes, w_off, b_off, l)
-        if par[l]:
-            k.weight_grads(delta, a_prev, nabla_w)
-            k.bias_grads(delta, nabla_b)
-        else:
-            k.weight_grads_serial(delta, a_prev, nabla_w)
-            k.bias_grads_serial(delta, nabla_b)
-        if l > 0:
-            W, _ = _weights(params, sizes, w_off, b_off, l)
-            delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
-            if par[l - 1]:
-                k.hidden_delta(W, delta, a_prev, delta_prev, acts[l - 1])
-            else:
-                k.hidden_delta_serial(W, delta, a_prev, delta_prev, acts[l - 1])
+        k.weighted_sums_serial(W, b, a_prev, z, a, act)
+
+
+@njit(cache=True, inline="always")
+def _tiled_forward(W, b, a_prev, z, a, act, parallel):
+    if parallel:
+        t.weighted_sums_tiled(W, b, a_prev, z, a, act)
+    else:
+        t.weighted_sums_tiled_serial(W, b, a_prev, z, a, act)
+
+
+@njit(cache=True, inline="always")
+def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
+    if parallel:
+        k.hidden_delta(W, delta, a_prev, delta_prev, act)
+    else:
+        k.hidden_delta_serial(W, delta, a_prev, delta_prev, act)
+
+
+@njit(cache=True, inline="always")
+def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
+    if parallel:
+        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, pack)
+    else:
+        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, pack)
+
+
+@njit(cache=True, inline="always")
+def _plain_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
+    if parallel:
+        k.weight_grads(delta, a_prev, nabla_w)
+        k.bias_grads(delta, nabla_b)
+    else:
+        k.weight_grads_serial(delta, a_prev, nabla_w)
+        k.bias_grads_serial(delta, nabla_b)
+
+
+@njit(cache=True, inline="always")
+def _tiled_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
+    if parallel:
+        t.weight_grads_tiled(delta, a_prev, nabla_w, pack)
+        k.bias_grads(delta, nabla_b)
+    else:
+        t.weight_grads_tiled_serial(delta, a_prev, nabla_w, pack)
+        k.bias_grads_serial(delta, nabla_b)
+
+
+@njit(cache=True, inline="always")
+def _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, parallel, pack):
+    if parallel:
+        t.sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
+    else:
+        t.sgd_layer_update_tiled_serial(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
+
+
+@njit(cache=True, inline="always")
+def _output_error(a_L, y, delta_L, costs, act, cost, parallel, m):
+    """BP1 and Σ_x C_x."""
+    if parallel:
+        k.output_delta(a_L, y, delta_L, costs, act, cost)
+    else:
+        k.output_delta_serial(a_L, y, delta_L, costs, act, cost)
     total = 0.0
     for x in range(m):
         total += costs[x]
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update(params, grads, state, opt, hyper, m, n_w, t, parallel):
     eta = hyper[ETA]
     l2 = hyper[L2]
@@ -125,13 +191,254 @@ def _update(params, grads, state, opt, hyper, m, n_w, t, parallel):
             )  # fmt: skip
 
 
-@njit(cache=True)
-def _gather(src, order, start, m, dst):
+# ------------------------------------------------ bodies, compiled per family below
+# FORWARD, HIDDEN_DELTA, GRADS, SGD_LAYER, FORWARD_PASS, BACKWARD, BACKWARD_SGD and
+# STEP are bound by _specialise; ``par[l] % 2`` is 1 for a parallel layer in both
+# families (SERIAL, PARALLEL = 0, 1; TILED, TILED_PARALLEL = 2, 3).
+def _forward_body(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par):
+    """The forward pass of ``m`` samples whose inputs are the rows of ``a0``."""
+    L = sizes.shape[0] - 1
+    for l in range(L):
+        W, b = _weights(params, sizes, w_off, b_off, l)
+        a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
+        z = _rows(zbuf, cap * z_off[l], m, sizes[l + 1])
+        a = _rows(abuf, cap * a_off[l + 1], m, sizes[l + 1])
+        FORWARD(W, b, a_prev, z, a, acts[l], par[l] % 2)  # noqa: F821
+
+
+def _backward_body(
+    params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y, costs,
+    cap, m, par, pack,
+):  # fmt: skip
+    """BP1, then BP2–BP4 layer by layer downwards into ``grads``; returns Σ_x C_x."""
+    L = sizes.shape[0] - 1
+    a_L = _rows(abuf, cap * a_off[L], m, sizes[L])
+    delta_L = _rows(dbuf, cap * z_off[L - 1], m, sizes[L])
+    total = _output_error(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)
+    for l in range(L - 1, -1, -1):
+        delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
+        a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
+        nabla_w, nabla_b = _weights(grads, sizes, w_off, b_off, l)
+        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
+        if l > 0:
+            W, _ = _weights(params, sizes, w_off, b_off, l)
+            delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack)  # noqa: F821
+    return total
+
+
+def _backward_sgd_body(
+    params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y, costs,
+    cap, m, par, eta, l2, pack,
+):  # fmt: skip
+    """BP1–BP4 and the SGD step fused layer by layer; returns Σ_x C_x.
+
+    Layer l is updated as soon as BP2 has carried δ through its (old) weights; each
+    segment of its gradient is applied while it is in L1. Nothing is updated when
+    the cost is not finite.
+    """
+    L = sizes.shape[0] - 1
+    inv_m = 1.0 / m
+    a_L = _rows(abuf, cap * a_off[L], m, sizes[L])
+    delta_L = _rows(dbuf, cap * z_off[L - 1], m, sizes[L])
+    total = _output_error(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)
+    if not np.isfinite(total):
+        return total
+    for l in range(L - 1, -1, -1):
+        delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
+        a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
+        W, b = _weights(params, sizes, w_off, b_off, l)
+        if l > 0:
+            delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack)  # noqa: F821
+        nabla_w, _ = _weights(grads, sizes, w_off, b_off, l)
+        SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, par[l] % 2, pack)  # noqa: F821
+    return total
+
+
+def _step_body(
+    params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
+    abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
+):  # fmt: skip
+    """One mini-batch: forward, backward into ``grads``, then the optimiser's update
+    (skipped when the cost is not finite); returns Σ_x C_x."""
+    L = sizes.shape[0] - 1
+    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
+    total = BACKWARD(  # noqa: F821
+        params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
+        costs, cap, m, par, pack,
+    )  # fmt: skip
+    if np.isfinite(total):
+        step[0] += 1
+        _update(params, grads, state, opt, hyper, m, b_off[0], step[0], par[L])
+    return total
+
+
+def _step_sgd_body(
+    params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
+    abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
+):  # fmt: skip
+    """One mini-batch of plain SGD with the gradients folded into the update."""
+    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
+    total = BACKWARD_SGD(  # noqa: F821
+        params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
+        costs, cap, m, par, hyper[ETA], hyper[L2], pack,
+    )  # fmt: skip
+    if np.isfinite(total):
+        step[0] += 1
+    return total
+
+
+@njit(cache=True, inline="always")
+def _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out):
+    """The inputs and targets of a mini-batch: views of ``X`` and ``Y`` when its
+    samples are consecutive rows, else copies gathered into the buffers."""
+    consecutive = True
     for i in range(m):
-        dst[i, :] = src[order[start + i]]
+        if order[start + i] != order[start] + i:
+            consecutive = False
+            break
+    if consecutive:
+        first = order[start]
+        return X[first : first + m], Y[first : first + m]
+    a0 = _rows(abuf, 0, m, n_in)
+    y = _rows(ybuf, 0, m, n_out)
+    for i in range(m):
+        a0[i, :] = X[order[start + i]]
+        y[i, :] = Y[order[start + i]]
+    return a0, y
 
 
-@njit(cache=True)
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Ask the CPU to start loading the cache line of flat element ``index`` of ``arr``."""
+    if not isinstance(arr, nbtypes.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )  # fmt: skip
+        builder.call(fn, [ptr, i32(0), i32(2), i32(1)])  # read, into L2 (prefetcht1), data
+        return context.get_dummy_value()
+
+    return nbtypes.void(arr, nbtypes.intp), codegen
+
+
+@njit(cache=True, inline="always")
+def _prefetch_batch(X, order, start, m):
+    """Start loading the input rows of the mini-batch at ``start`` into L2: a batch's
+    rows are read once, straight from DRAM, and the cores otherwise wait for them
+    (~4 of W1's ~34 µs per batch). Into L2, not L1 (``prefetcht0``): a 256-row chunk
+    of W4 does not fit L1 and evicted the chunk being computed (W4 -20 %)."""
+    n_in = X.shape[1]
+    step = 64 // X.itemsize
+    for i in range(min(m, order.shape[0] - start)):
+        row = order[start + i] * n_in
+        for e in range(0, n_in, step):
+            _prefetch(X, row + e)
+
+
+def _train_body(
+    params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
+    X, Y, order, batch_size, first, last,
+    abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
+):  # fmt: skip
+    n = order.shape[0]
+    L = sizes.shape[0] - 1
+    cap = min(batch_size, n)
+    # Allocated once per call (a call runs many mini-batches), not per mini-batch.
+    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
+    for i in range(first, last):
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, sizes[0], sizes[L])
+        if i + 1 < last:
+            _prefetch_batch(X, order, start + batch_size, batch_size)
+        total = STEP(  # noqa: F821
+            params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
+            abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
+        )  # fmt: skip
+        mean_cost = total / m
+        batch_costs[i] = mean_cost
+        if not np.isfinite(mean_cost):
+            return i - first
+    return last - first
+
+
+def _forward_rows_body(
+    params, sizes, acts, w_off, b_off, a_off, z_off, X, out, abuf, zbuf, cap, par
+):  # fmt: skip
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    order = np.arange(n)
+    for start in range(0, n, cap):
+        m = min(cap, n - start)
+        a0 = X[start : start + m]
+        if start + m < n:
+            _prefetch_batch(X, order, start + m, cap)
+        FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
+        out[start : start + m] = _rows(abuf, cap * a_off[L], m, sizes[L])
+
+
+def _batch_gradients_body(
+    params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, Y, abuf, zbuf, dbuf,
+    costs, par,
+):  # fmt: skip
+    m = X.shape[0]
+    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
+    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, X, abuf, zbuf, m, m, par)  # noqa: F821
+    return BACKWARD(  # noqa: F821
+        params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, abuf, dbuf, Y, costs,
+        m, m, par, pack,
+    )  # fmt: skip
+
+
+def _family(name, **kernels):
+    part = {"inline": "always"}
+    fwd = _specialise(_forward_body, f"_forward_{name}", **part, **kernels)
+    bwd = _specialise(_backward_body, f"_backward_{name}", **part, **kernels)
+    out = {
+        "train": _specialise(
+            _train_body,
+            f"_train_{name}",
+            STEP=_specialise(_step_body, f"_step_{name}", **part, FORWARD_PASS=fwd, BACKWARD=bwd),
+        ),
+        "forward_rows": _specialise(_forward_rows_body, f"_forward_rows_{name}", FORWARD_PASS=fwd),
+        "batch_gradients": _specialise(
+            _batch_gradients_body, f"_batch_gradients_{name}", FORWARD_PASS=fwd, BACKWARD=bwd
+        ),
+    }
+    if "SGD_LAYER" in kernels:
+        bwd_sgd = _specialise(_backward_sgd_body, f"_backward_sgd_{name}", **part, **kernels)
+        step = _specialise(
+            _step_sgd_body, f"_step_sgd_{name}", **part, FORWARD_PASS=fwd, BACKWARD_SGD=bwd_sgd
+        )
+        out["train_sgd"] = _specialise(_train_body, f"_train_sgd_{name}", STEP=step)
+    return out
+
+
+_PLAIN = _family(
+    "plain", FORWARD=_plain_forward, HIDDEN_DELTA=_plain_hidden_delta, GRADS=_plain_grads
+)
+_TILED = _family(
+    "tiled",
+    FORWARD=_tiled_forward,
+    HIDDEN_DELTA=_tiled_hidden_delta,
+    GRADS=_tiled_grads,
+    SGD_LAYER=_tiled_sgd_layer,
+)
+
+
+def _family_of(par):
+    return _TILED if par[0] >= TILED else _PLAIN
+
+
+# ------------------------------------------------------------------ public drivers
 def train_batches(
     params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
     X, Y, order, batch_size, first, last,
@@ -143,45 +450,26 @@ def train_batches(
     one may be shorter). ``batch_costs[i]`` receives the mean cost of mini-batch i,
     computed in its forward pass before its update. ``step[0]`` counts updates (Adam's
     t). Stops before updating on a mini-batch whose cost is not finite; returns the
-    number of mini-batches completed.
+    number of mini-batches completed. With plain SGD and ``par[L+1]`` set, the weight
+    gradients are folded into the update.
     """
-    n = order.shape[0]
+    family = _family_of(par)
     L = sizes.shape[0] - 1
-    n_w = b_off[0]
-    cap = min(batch_size, n)
-    for i in range(first, last):
-        start = i * batch_size
-        m = min(batch_size, n - start)
-        _gather(X, order, start, m, _rows(abuf, 0, m, sizes[0]))
-        y = _rows(ybuf, 0, m, sizes[L])
-        _gather(Y, order, start, m, y)
-        _forward(params, sizes, acts, w_off, b_off, a_off, z_off, abuf, zbuf, cap, m, par)
-        total = _backward(
-            params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y,
-            costs, cap, m, par,
-        )  # fmt: skip
-        mean_cost = total / m
-        batch_costs[i] = mean_cost
-        if not np.isfinite(mean_cost):
-            return i - first
-        step[0] += 1
-        _update(params, grads, state, opt, hyper, m, n_w, step[0], par[L])
-    return last - first
+    fused = opt == SGD and par[L + 1] != 0 and "train_sgd" in family
+    return family["train_sgd" if fused else "train"](
+        params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
+        X, Y, order, batch_size, first, last,
+        abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
+    )  # fmt: skip
 
 
-@njit(cache=True)
 def forward_rows(params, sizes, acts, w_off, b_off, a_off, z_off, X, out, abuf, zbuf, cap, par):
     """Feed the rows of ``X`` forward, ``cap`` at a time, writing ``a^L`` into ``out``."""
-    n = X.shape[0]
-    L = sizes.shape[0] - 1
-    for start in range(0, n, cap):
-        m = min(cap, n - start)
-        _rows(abuf, 0, m, sizes[0])[:, :] = X[start : start + m]
-        _forward(params, sizes, acts, w_off, b_off, a_off, z_off, abuf, zbuf, cap, m, par)
-        out[start : start + m] = _rows(abuf, cap * a_off[L], m, sizes[L])
+    return _family_of(par)["forward_rows"](
+        params, sizes, acts, w_off, b_off, a_off, z_off, X, out, abuf, zbuf, cap, par
+    )
 
 
-@njit(cache=True)
 def batch_gradients(
     params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, Y, abuf, zbuf, dbuf,
     costs, par,
@@ -191,10 +479,7 @@ def batch_gradients(
     ``grads`` receives the gradients summed over the rows, ``costs`` each row's C_x;
     returns Σ_x C_x.
     """
-    m = X.shape[0]
-    _rows(abuf, 0, m, sizes[0])[:, :] = X
-    _forward(params, sizes, acts, w_off, b_off, a_off, z_off, abuf, zbuf, m, m, par)
-    return _backward(
-        params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, Y, costs,
-        m, m, par,
+    return _family_of(par)["batch_gradients"](
+        params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, Y, abuf, zbuf, dbuf,
+        costs, par,
     )  # fmt: skip

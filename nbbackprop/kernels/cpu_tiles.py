@@ -1,0 +1,177 @@
+"""Register-tiled micro-kernels for the ``"tiled"`` CPU strategy.
+
+The two products of backpropagation come in two shapes, and each has its own
+micro-kernel; both loop over one contiguous axis innermost so that LLVM's loop
+vectoriser (with ``reassoc``) turns the loop into SIMD code, and both keep a small
+tile of results in registers:
+
+- **dot tiles** ``c[r, s] = Σ_k A[i0+r, k] B[j0+s, k]`` (both operands contiguous along
+  the summed axis): the forward pass, ``z = a_prev Wᵀ``. ``mr × nr`` accumulators are
+  vectorised along k, so one load of ``A[i, k:k+16]`` feeds ``nr`` fused multiply-adds;
+  the tile is reduced to scalars once, at the end of k.
+- **axpy tiles** ``C[r0+r, k] += Σ_s d[r, s] B[s0+s, k]`` (the output contiguous along
+  k, the coefficients ``d`` a small scalar matrix held in registers): BP2,
+  ``δ = δ_next W``, and BP4, ``∇W = δᵀ a_prev``, without transposing anything. One
+  load of ``B[s, k:k+16]`` feeds ``rn`` multiply-adds and each output vector is read
+  and written once per ``sn`` rows of B.
+
+Tile sizes are compile-time constants (run-time tile sizes cost 4–8×, see
+``docs/performance.md``): every combination of 4, 2 and 1 rows by 4, 2 and 1 columns
+is generated from one template below, so that any matrix size is covered by whole
+tiles (10 = 4 + 4 + 2) with no padding and no wasted arithmetic. The 4 × 4 tile
+needs 16 vector accumulators plus 8 operands: it fits the 32 registers of AVX-512;
+see :data:`TILE`.
+
+Every loop runs from 0 over a row view, with an unsigned index where LLVM cannot
+prove it non-negative: Numba's negative-index wraparound turns each address into a
+``select``, an "unsafe indirect dependence" to the loop vectoriser, which then
+leaves the loop scalar (the 4 × 4 axpy tile ran at 13 GF/s instead of ~90).
+Accumulators start from ``A.dtype.type(0)``: a Python ``0.0`` would silently make a
+float32 kernel compute in float64.
+
+The generated functions are compiled from source text with this file's name, so
+Numba's on-disk cache (``cache=True``) stores them like any other function here.
+"""
+
+from __future__ import annotations
+
+import numpy as np  # noqa: F401 - used by the generated code
+from numba import njit
+
+#: fastmath without ``nnan``/``ninf`` (NaN must still reach the divergence check).
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+#: Largest tile edge: a 4 × 4 dot tile holds 16 vector accumulators and 8 operands,
+#: 24 of AVX-512's 32 vector registers (on a 16-register AVX2 machine it spills a
+#: little; measured figures are in docs/performance.md).
+TILE = 4
+#: The tile edges generated; every n is a sum of 4s and at most one 2 and one 1.
+SIZES = (4, 2, 1)
+
+_DOT_TEMPLATE = '''
+def _dot_{mr}x{nr}(A, i0, B, j0):
+    """Dot tile of {mr} rows of A by {nr} rows of B, as a 16-tuple c[4 r + s]."""
+    zero = A.dtype.type(0)
+{rows}
+{init}
+    for k in range(A.shape[1]):
+{loads}
+{fmas}
+    return ({ret})
+'''
+
+_AXPY_TEMPLATE = '''
+def _axpy_{rn}x{sn}(C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n):
+    """C[r0 + r, c_col:+n] += Σ_s d[r, s] B[s0 + s, b_col:+n] for r < {rn}, s < {sn}.
+
+    d[r, s] = scale * S[p0 + r, q0 + s], or scale * S[p0 + s, q0 + r] when ``trans``.
+    """
+    scale = C.dtype.type(scale)
+{rows}
+    if trans:
+{coef_t}
+    else:
+{coef}
+    for k in range(np.uint64(n)):
+{loads}
+{updates}
+'''
+
+
+def _indent(lines, n):
+    return "\n".join(" " * n + s for s in lines)
+
+
+def _dot_source(mr: int, nr: int) -> str:
+    rows = [f"a{r} = A[i0 + {r}]" for r in range(mr)] + [f"b{s} = B[j0 + {s}]" for s in range(nr)]
+    init = [f"c{r}{s} = zero" for r in range(mr) for s in range(nr)]
+    loads = [f"x{r} = a{r}[k]" for r in range(mr)] + [f"y{s} = b{s}[k]" for s in range(nr)]
+    fmas = [f"c{r}{s} += x{r} * y{s}" for r in range(mr) for s in range(nr)]
+    ret = ", ".join(
+        f"c{r}{s}" if r < mr and s < nr else "zero" for r in range(TILE) for s in range(TILE)
+    )
+    return _DOT_TEMPLATE.format(
+        mr=mr,
+        nr=nr,
+        rows=_indent(rows, 4),
+        init=_indent(init, 4),
+        loads=_indent(loads, 8),
+        fmas=_indent(fmas, 8),
+        ret=ret,
+    )
+
+
+def _axpy_source(rn: int, sn: int) -> str:
+    rows = [f"c{r} = C[r0 + {r}, c_col : c_col + n]" for r in range(rn)]
+    rows += [f"b{s} = B[s0 + {s}, b_col : b_col + n]" for s in range(sn)]
+    coef_t = [f"d{r}{s} = scale * S[p0 + {s}, q0 + {r}]" for r in range(rn) for s in range(sn)]
+    coef = [f"d{r}{s} = scale * S[p0 + {r}, q0 + {s}]" for r in range(rn) for s in range(sn)]
+    loads = [f"y{s} = b{s}[k]" for s in range(sn)]
+    updates = [f"c{r}[k] += " + " + ".join(f"d{r}{s} * y{s}" for s in range(sn)) for r in range(rn)]
+    return _AXPY_TEMPLATE.format(
+        rn=rn,
+        sn=sn,
+        rows=_indent(rows, 4),
+        coef_t=_indent(coef_t, 8),
+        coef=_indent(coef, 8),
+        loads=_indent(loads, 8),
+        updates=_indent(updates, 8),
+    )
+
+
+def _dispatch_source(kind: str, args: str, call_args: str) -> str:
+    lines = [f"def {kind}_tile(mr, nr, {args}):"]
+    for mr in SIZES:
+        lines.append(f"    if mr == {mr}:")
+        for nr in SIZES[:-1]:
+            lines.append(f"        if nr == {nr}:")
+            lines.append(f"            return _{kind}_{mr}x{nr}({call_args})")
+        lines.append(f"        return _{kind}_{mr}x{SIZES[-1]}({call_args})")
+    lines.append(f"    return _{kind}_1x1({call_args})")
+    return "\n".join(lines) + "\n"
+
+
+def _build():
+    namespace = globals()
+    for mr in SIZES:
+        for nr in SIZES:
+            for kind, source in (("dot", _dot_source(mr, nr)), ("axpy", _axpy_source(mr, nr))):
+                exec(compile(source, __file__, "exec"), namespace)
+                name = f"_{kind}_{mr}x{nr}"
+                namespace[name] = njit(cache=True, fastmath=FASTMATH)(namespace[name])
+    exec(compile(_dispatch_source("dot", "A, i0, B, j0", "A, i0, B, j0"), __file__, "exec"),
+         namespace)  # fmt: skip
+    axpy_args = "C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n"
+    exec(compile(_dispatch_source("axpy", axpy_args, axpy_args), __file__, "exec"), namespace)
+
+
+_build()
+
+#: ``dot_tile(mr, nr, A, i0, B, j0)``: the 16-tuple ``c[4 r + s]`` =
+#: ``Σ_k A[i0+r, k] B[j0+s, k]`` for ``r < mr``, ``s < nr`` (zeros elsewhere); mr, nr
+#: each 4, 2 or 1.
+dot_tile = njit(cache=True, fastmath=FASTMATH)(dot_tile)  # noqa: F821 - defined by _build
+#: ``axpy_tile(rn, sn, C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n)``:
+#: ``C[r0+r, c_col:+n] += Σ_s d[r, s] B[s0+s, b_col:+n]`` for ``r < rn``, ``s < sn``
+#: with ``d[r, s] = scale S[p0+r, q0+s]`` (``S[p0+s, q0+r]`` when ``trans``); rn, sn
+#: each 4, 2 or 1.
+axpy_tile = njit(cache=True, fastmath=FASTMATH)(axpy_tile)  # noqa: F821 - defined by _build
+
+
+@njit(cache=True, inline="always")
+def tile_count(n):
+    """Number of tiles covering ``n`` rows with tiles of 4, then at most one 2 and one 1."""
+    rem = n % 4
+    return n // 4 + (1 if rem >= 2 else 0) + (rem % 2)
+
+
+@njit(cache=True, inline="always")
+def tile_at(t, n):
+    """``(start, size)`` of tile ``t`` of the :func:`tile_count` tiling of ``n`` rows."""
+    n4 = n // 4
+    if t < n4:
+        return 4 * t, 4
+    rem = n - 4 * n4
+    if rem >= 2 and t == n4:
+        return 4 * n4, 2
+    return n - 1, 1

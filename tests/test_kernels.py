@@ -1,0 +1,270 @@
+"""Each CPU kernel and variant against plain NumPy, at sizes that do not divide the tiles.
+
+The tiled kernels cut their work into 4-wide register tiles, column segments of
+``AXPY_COLS`` and L2 blocks of ``BLOCK_BYTES``, and pack tall blocks into a scratch
+buffer; the sizes below are chosen to leave remainders of 1, 2 and 3 rows, several
+column segments and several (packed) blocks, in both dtypes and both the serial and
+the parallel compilation.
+"""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from nbbackprop import functions as fn
+from nbbackprop.kernels import cpu, cpu_tiled, cpu_tiles
+
+DTYPES = [np.float64, np.float32]
+ACTS = ["sigmoid", "tanh", "relu", "identity"]
+#: (m, n_in, n_out): remainders mod 4 of 1, 2, 3; width 1; many segments/blocks.
+SHAPES = [(1, 1, 1), (3, 5, 2), (10, 784, 30), (7, 33, 13), (6, 1030, 9), (37, 130, 67)]
+
+
+def _act(z, name):
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return z
+
+
+def _act_prime_from_a(a, name):
+    if name == "sigmoid":
+        return a * (1 - a)
+    if name == "tanh":
+        return 1 - a * a
+    if name == "relu":
+        return (a > 0).astype(a.dtype)
+    return np.ones_like(a)
+
+
+def _data(rng, m, n_in, n_out, dtype):
+    W = (rng.uniform(-1, 1, (n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.uniform(-1, 1, n_out).astype(dtype)
+    a_prev = rng.uniform(0, 1, (m, n_in)).astype(dtype)
+    delta = rng.uniform(-1, 1, (m, n_out)).astype(dtype)
+    return W, b, a_prev, delta
+
+
+def _variants(module, name):
+    return [getattr(module, name), getattr(module, name + "_serial")]
+
+
+def _f64(*arrays):
+    return [np.asarray(x, dtype=np.float64) for x in arrays]
+
+
+# ------------------------------------------------------------------ micro-kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mr", cpu_tiles.SIZES)
+@pytest.mark.parametrize("nr", cpu_tiles.SIZES)
+def test_dot_tile(mr, nr, dtype, rng):
+    A = rng.uniform(-1, 1, (7, 37)).astype(dtype)
+    B = rng.uniform(-1, 1, (6, 37)).astype(dtype)
+    c = np.array(cpu_tiles.dot_tile(mr, nr, A, 2, B, 1)).reshape(4, 4)
+    A64, B64 = _f64(A, B)
+    assert_close(c[:mr, :nr], A64[2 : 2 + mr] @ B64[1 : 1 + nr].T, dtype)
+    assert np.all(c[mr:, :] == 0) and np.all(c[:, nr:] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rn", cpu_tiles.SIZES)
+@pytest.mark.parametrize("sn", cpu_tiles.SIZES)
+@pytest.mark.parametrize("trans", [False, True])
+def test_axpy_tile(rn, sn, trans, dtype, rng):
+    C = rng.uniform(-1, 1, (7, 40)).astype(dtype)
+    B = rng.uniform(-1, 1, (9, 45)).astype(dtype)
+    S = rng.uniform(-1, 1, (8, 8)).astype(dtype)
+    expected = C.astype(np.float64)
+    d = 0.5 * (S[3 : 3 + sn, 1 : 1 + rn].T if trans else S[3 : 3 + rn, 1 : 1 + sn])
+    expected[2 : 2 + rn, 5:38] += d.astype(np.float64) @ B[4 : 4 + sn, 7:40].astype(np.float64)
+    cpu_tiles.axpy_tile(rn, sn, C, 2, 5, B, 4, 7, S, 3, 1, trans, 0.5, 33)
+    assert_close(C, expected, dtype)
+
+
+@pytest.mark.parametrize("n", range(0, 23))
+def test_tiles_cover_rows_exactly_once(n):
+    covered = np.zeros(n, dtype=int)
+    for t in range(cpu_tiles.tile_count(n)):
+        start, size = cpu_tiles.tile_at(t, n)
+        assert size in cpu_tiles.SIZES
+        covered[start : start + size] += 1
+    assert np.all(covered == 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vectorised_sigmoid_is_within_a_few_ulp(dtype):
+    z = np.concatenate(
+        [np.linspace(-800, 800, 40001), np.linspace(-6, 6, 20001), [0.0, -0.0, 1e-30, -1e-30]]
+    ).astype(dtype)
+    a = np.empty_like(z)
+    cpu_tiled._sigmoid_row(z, a)
+    with np.errstate(over="ignore"):
+        expected = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    # exp is clamped where σ leaves the normal range (documented in _exp_neg64/32)
+    tiny = {np.float64: 1e-300, np.float32: 1e-36}[dtype]
+    normal = expected > tiny
+    ulps = np.abs(a[normal] - expected[normal]) / expected[normal] / np.finfo(dtype).eps
+    assert ulps.max() < 4
+    assert np.all(np.abs(a[~normal] - expected[~normal]) <= tiny)
+
+
+# ----------------------------------------------------------------- forward pass
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS + ["softmax"])
+@pytest.mark.parametrize("tiled", [False, True])
+def test_weighted_sums(shape, act, dtype, tiled, rng):
+    m, n_in, n_out = shape
+    W, b, a_prev, _ = _data(rng, m, n_in, n_out, dtype)
+    W64, b64, a64 = _f64(W, b, a_prev)
+    z_ref = a64 @ W64.T + b64
+    a_ref = _act(z_ref, act)
+    module = cpu_tiled if tiled else cpu
+    for kernel in _variants(module, "weighted_sums" + ("_tiled" if tiled else "")):
+        z = np.full((m, n_out), np.nan, dtype=dtype)
+        a = np.full((m, n_out), np.nan, dtype=dtype)
+        kernel(W, b, a_prev, z, a, fn.ACTIVATIONS[act])
+        assert_close(z, z_ref, dtype)
+        assert_close(a, a_ref, dtype)
+
+
+# ----------------------------------------------------------------------- BP1
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "act, cost",
+    [(a, "quadratic") for a in ACTS + ["softmax"]]
+    + [("sigmoid", "cross_entropy"), ("softmax", "log_likelihood")],
+)
+def test_output_delta(act, cost, dtype, rng):
+    m, n = 7, 5
+    z = rng.uniform(-2, 2, (m, n))
+    a = _act(z, act).astype(dtype)
+    y = np.eye(n, dtype=dtype)[rng.integers(0, n, m)]
+    a64, y64 = _f64(a, y)
+    if cost == "quadratic":
+        g = a64 - y64
+        if act == "softmax":
+            delta_ref = a64 * (g - np.sum(g * a64, axis=1, keepdims=True))
+        else:
+            delta_ref = g * _act_prime_from_a(a64, act)
+        c_ref = 0.5 * np.sum(g * g, axis=1)
+    elif cost == "cross_entropy":
+        delta_ref = a64 - y64
+        c_ref = -np.sum(y64 * np.log(a64) + (1 - y64) * np.log(1 - a64), axis=1)
+    else:
+        delta_ref = a64 * y64.sum(axis=1, keepdims=True) - y64
+        c_ref = -np.sum(np.where(y64 > 0, y64 * np.log(a64), 0.0), axis=1)
+    for kernel in _variants(cpu, "output_delta"):
+        delta = np.full((m, n), np.nan, dtype=dtype)
+        costs = np.full(m, np.nan)
+        kernel(a, y, delta, costs, fn.ACTIVATIONS[act], fn.COSTS[cost])
+        assert_close(delta, delta_ref, dtype)
+        assert_close(costs, c_ref, dtype, scale=10)
+
+
+# ----------------------------------------------------------------------- BP2
+#: (m, n, n_next): n_next >= 2 blocks of packed rows in both dtypes, n > AXPY_COLS.
+BP2_SHAPES = [(1, 1, 1), (3, 5, 2), (10, 30, 10), (7, 33, 13), (5, 1030, 250), (37, 67, 130)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BP2_SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("tiled", [False, True])
+def test_hidden_delta(shape, act, dtype, tiled, rng):
+    m, n, n_next = shape
+    W_next, _, _, delta_next = _data(rng, m, n, n_next, dtype)
+    a = _act(rng.uniform(-2, 2, (m, n)), act).astype(dtype)
+    W64, dn64, a64 = _f64(W_next, delta_next, a)
+    expected = (dn64 @ W64) * _act_prime_from_a(a64, act)
+    if tiled:
+        pack = cpu_tiled.pack_buffer(dtype)
+        kernels = [
+            lambda *args, k=k: k(*args, pack) for k in _variants(cpu_tiled, "hidden_delta_tiled")
+        ]
+    else:
+        kernels = _variants(cpu, "hidden_delta")
+    for kernel in kernels:
+        delta = np.full((m, n), np.nan, dtype=dtype)
+        kernel(W_next, delta_next, a, delta, fn.ACTIVATIONS[act])
+        assert_close(delta, expected, dtype)
+
+
+# ----------------------------------------------------------------- BP3, BP4
+#: (m, n_in, n_out): m spans 2 (packed) sample blocks in both dtypes.
+BP4_SHAPES = SHAPES + [(250, 1030, 7), (130, 67, 5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BP4_SHAPES)
+def test_bias_and_weight_grads(shape, dtype, rng):
+    m, n_in, n_out = shape
+    _, _, a_prev, delta = _data(rng, m, n_in, n_out, dtype)
+    a64, d64 = _f64(a_prev, delta)
+    pack = cpu_tiled.pack_buffer(dtype)
+    weight_kernels = _variants(cpu, "weight_grads") + [
+        lambda d, a, g, k=k: k(d, a, g, pack) for k in _variants(cpu_tiled, "weight_grads_tiled")
+    ]
+    for kernel in weight_kernels:
+        nabla_w = np.full((n_out, n_in), np.nan, dtype=dtype)
+        kernel(delta, a_prev, nabla_w)
+        assert_close(nabla_w, d64.T @ a64, dtype, scale=10)
+    for kernel in _variants(cpu, "bias_grads"):
+        nabla_b = np.full(n_out, np.nan, dtype=dtype)
+        kernel(delta, nabla_b)
+        assert_close(nabla_b, d64.sum(axis=0), dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BP4_SHAPES)
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+def test_sgd_layer_update_tiled_matches_the_unfused_kernels(shape, l2, dtype, rng):
+    m, n_in, n_out = shape
+    W, b, a_prev, delta = _data(rng, m, n_in, n_out, dtype)
+    W64, b64, a64, d64 = _f64(W, b, a_prev, delta)
+    eta = 0.7
+    W_ref = (1 - eta * l2) * W64 - (eta / m) * (d64.T @ a64)
+    b_ref = b64 - (eta / m) * d64.sum(axis=0)
+    pack = cpu_tiled.pack_buffer(dtype)
+    for kernel in _variants(cpu_tiled, "sgd_layer_update_tiled"):
+        W1, b1 = W.copy(), b.copy()
+        scratch = np.full((n_out, n_in), np.nan, dtype=dtype)
+        kernel(W1, b1, delta, a_prev, eta, 1.0 / m, l2, scratch, pack)
+        assert_close(W1, W_ref, dtype, scale=10)
+        assert_close(b1, b_ref, dtype, scale=10)
+
+
+# ------------------------------------------------------------------- updates
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_updates(dtype, rng):
+    n, n_w, m = 23, 17, 4
+    params = rng.uniform(-1, 1, n).astype(dtype)
+    grads = rng.uniform(-1, 1, n).astype(dtype)
+    eta, l2 = 0.3, 0.01
+    p64, g64 = _f64(params, grads)
+    g_mean = g64 / m + np.where(np.arange(n) < n_w, l2 * p64, 0.0)
+    for kernel in _variants(cpu, "sgd_update"):
+        p = params.copy()
+        kernel(p, grads, eta, 1.0 / m, l2, n_w)
+        assert p.dtype == dtype
+        assert_close(p, p64 - eta * g_mean, dtype)
+    for nesterov in (False, True):
+        v_ref = 0.9 * 0.5 - eta * g_mean
+        p_ref = p64 + (0.9 * v_ref - eta * g_mean if nesterov else v_ref)
+        for kernel in _variants(cpu, "momentum_update"):
+            p, v = params.copy(), np.full(n, 0.5, dtype=dtype)
+            kernel(p, grads, v, eta, 1.0 / m, l2, n_w, 0.9, nesterov)
+            assert_close(v, v_ref, dtype)
+            assert_close(p, p_ref, dtype)
+    for kernel in _variants(cpu, "adam_update"):
+        p, m1, m2 = params.copy(), np.zeros(n, dtype), np.zeros(n, dtype)
+        kernel(p, grads, m1, m2, eta, 1.0 / m, l2, n_w, 0.9, 0.999, 1e-8, 1)
+        mh = (0.1 * g_mean) / 0.1
+        vh = (0.001 * g_mean**2) / 0.001
+        assert_close(p, p64 - eta * mh / (np.sqrt(vh) + 1e-8), dtype)
