@@ -58,6 +58,9 @@ OWN_ROWS_BYTES = 1 << 20
 #: Operand blocks of at least this many rows are packed (fewer rows cannot fill an
 #: L2 set's 8 ways).
 PACK_MIN_ROWS = 64
+#: Most rows of a packed operand block: a W3 mini-batch of 256 samples in one block,
+#: so that each update tile is summed over the whole batch in one pass.
+PACK_ROWS = 256
 #: Padding, in elements, added to a packed row: one cache line.
 _PAD = 16
 
@@ -67,17 +70,22 @@ _ELEMENTWISE = {"nsz", "contract"}
 
 
 def pack_size(dtype, threads: int | None = None) -> int:
-    """Elements of the scratch buffer that the tiled kernels pack operands into: one
-    block of at most :data:`BLOCK_BYTES` per thread."""
+    """Elements of the scratch buffer that the tiled kernels pack operands into: per
+    thread, a block of :data:`PACK_ROWS` padded row segments and one 4-row tile."""
     if threads is None:
         threads = numba.get_num_threads()
-    return threads * (BLOCK_BYTES // np.dtype(dtype).itemsize)
+    return threads * _part_elems(np.dtype(dtype).itemsize)
+
+
+@njit(cache=True)
+def _part_elems(itemsize):
+    return (PACK_ROWS + 4) * (AXPY_BYTES // itemsize + _PAD)
 
 
 @njit(cache=True)
 def pack_elems(itemsize):
     """:func:`pack_size` from compiled code, for the current number of threads."""
-    return _iget_num_threads() * (BLOCK_BYTES // itemsize)
+    return _iget_num_threads() * _part_elems(itemsize)
 
 
 def pack_buffer(dtype, threads: int | None = None) -> np.ndarray:
@@ -250,7 +258,7 @@ def _pack(src, r_lo, r_hi, k_lo, k_hi, pack, p):
     """Copy ``src[r_lo:r_hi, k_lo:k_hi]`` into part ``p`` of ``pack`` with a padded row
     stride; returns the 2-D view whose row i holds source row ``r_lo + i`` from 0."""
     ld = k_hi - k_lo + _PAD
-    base = p * (BLOCK_BYTES // src.itemsize)
+    base = p * _part_elems(src.itemsize)
     out = pack[base : base + (r_hi - r_lo) * ld].reshape((r_hi - r_lo, ld))
     for i in range(r_hi - r_lo):
         row = src[r_lo + i, k_lo:k_hi]
@@ -358,7 +366,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
     m, n = a.shape
     n_next = W_next.shape[0]
     seg = _axpy_cols(W_next.itemsize)
-    rows = _rows_in(seg + _PAD, W_next.itemsize, n_next, 4)
+    rows = min(n_next, PACK_ROWS)
     zero = delta.dtype.type(0)
     parts = _threads()
     n_seg = -(-n // seg)
@@ -396,21 +404,21 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, jt, k_lo, k_hi, first, scale):
-    """``G[j, k] (+)= Σ_x δ[x, j] a_prev[x, k]`` over samples ``x_lo:x_hi`` on row tile
-    ``jt`` of G, columns ``k_lo:k_hi`` (``first``: overwrite instead of add);
-    ``B[b_row + x - x_lo, b_col + k - k_lo]`` holds ``a_prev[x, k]``."""
+def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, first, scale):
+    """``C[c_row + r, c_col:+n] (+)= scale Σ_x δ[x, j0 + r] a_prev[x, k]`` for the rows
+    ``j0 + r`` of neuron tile ``jt`` and samples ``x_lo:x_hi`` (``first``: overwrite);
+    ``B[b_row + x - x_lo, b_col:+n]`` holds ``a_prev[x, k]``."""
     j0, jr = tile_at(jt, delta.shape[1])
     if first:
-        zero = G.dtype.type(0)
+        zero = C.dtype.type(0)
         for r in range(jr):
-            row = G[j0 + r, k_lo:k_hi]
-            for k in range(k_hi - k_lo):
+            row = C[c_row + r, c_col : c_col + n]
+            for k in range(n):
                 row[k] = zero
     for xt in range(tile_count(x_hi - x_lo)):
         x0, xr = tile_at(xt, x_hi - x_lo)
-        axpy_tile(jr, xr, G, j0, k_lo, B, b_row + x0, b_col, delta, x_lo + x0, j0, True, scale,
-                  k_hi - k_lo)  # fmt: skip
+        axpy_tile(jr, xr, C, c_row, c_col, B, b_row + x0, b_col, delta, x_lo + x0, j0, True,
+                  scale, n)  # fmt: skip
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -420,20 +428,24 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
     m, n_out = delta.shape
     n_in = a_prev.shape[1]
     seg = _axpy_cols(a_prev.itemsize)
-    rows = _rows_in(seg + _PAD, a_prev.itemsize, m, 4)
+    rows = min(m, PACK_ROWS)
     update = W.shape[0] > 0
-    # float64 updates add each sample group straight into W; float32 ones sum the
-    # whole batch into G first (see sgd_layer_update_tiled)
+    # float64 updates add each sample group straight into W. float32 ones sum the
+    # whole batch first: in a 4-row tile of the scratch that follows this thread's
+    # packed block when the batch is one block, else in G.
     direct = update and W.itemsize == 8
-    target = W if direct else G
-    scale = -step if direct else 1.0
+    in_tile = update and not direct and rows == m
+    ld = seg + _PAD
+    base = p * _part_elems(a_prev.itemsize) + PACK_ROWS * ld
+    T = pack[base : base + 4 * ld].reshape((4, ld))
     for k_lo in range(0, n_in, seg):
         k_hi = min(k_lo + seg, n_in)
+        n = k_hi - k_lo
         if direct and keep != 1:
             r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
             for j in range(r_lo, r_hi):
                 w = W[j, k_lo:k_hi]
-                for k in range(k_hi - k_lo):
+                for k in range(n):
                     w[k] = keep * w[k]
         for x_lo in range(0, m, rows):
             x_hi = min(x_lo + rows, m)
@@ -444,15 +456,26 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
                 B = a_prev
                 b_row, b_col = x_lo, k_lo
             for jt in range(jt_lo, jt_hi):
-                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, target, jt, k_lo, k_hi,
-                               x_lo == 0 and not direct, scale)  # fmt: skip
-                if update and not direct and x_hi == m:
-                    j0, jr = tile_at(jt, n_out)
-                    for j in range(j0, j0 + jr):
-                        w = W[j, k_lo:k_hi]
-                        g = G[j, k_lo:k_hi]
-                        for k in range(k_hi - k_lo):
+                j0, jr = tile_at(jt, n_out)
+                if direct:
+                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, W, j0, k_lo, jt, n,
+                                   False, -step)  # fmt: skip
+                elif in_tile:
+                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, T, 0, 0, jt, n, True, 1.0)
+                    for r in range(jr):
+                        w = W[j0 + r, k_lo:k_hi]
+                        g = T[r, :n]
+                        for k in range(n):
                             w[k] = keep * w[k] - step * g[k]
+                else:
+                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, j0, k_lo, jt, n,
+                                   x_lo == 0, 1.0)  # fmt: skip
+                    if update and x_hi == m:
+                        for r in range(jr):
+                            w = W[j0 + r, k_lo:k_hi]
+                            g = G[j0 + r, k_lo:k_hi]
+                            for k in range(n):
+                                w[k] = keep * w[k] - step * g[k]
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
