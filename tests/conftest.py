@@ -14,6 +14,25 @@ def assert_close(actual, expected, dtype, scale=1.0):
     np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype] * scale, atol=ATOL[dtype] * scale)
 
 
+def numeric_grads(net, X, Y, h=1e-6, indices=None):
+    """Float64 central differences of ``net.cost(X, Y)`` for the parameters in ``indices``.
+
+    ``net.params`` is the buffer behind ``weights`` and ``biases``, in the order of
+    ``np.concatenate`` of the flattened weights, then the biases.
+    """
+    indices = range(net.n_params) if indices is None else indices
+    out = np.empty(len(indices))
+    for n, i in enumerate(indices):
+        keep = net.params[i]
+        net.params[i] = keep + h
+        up = net.cost(X, Y)
+        net.params[i] = keep - h
+        down = net.cost(X, Y)
+        net.params[i] = keep
+        out[n] = (up - down) / (2 * h)
+    return out
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

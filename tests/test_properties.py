@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pytest
 import reference as ref
-from conftest import assert_close
+from conftest import assert_close, numeric_grads
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -123,15 +123,7 @@ def test_backprop_matches_finite_differences(spec, data):
     # A sample of the parameters keeps wide networks quick; all of them when few.
     rng = np.random.default_rng(spec[-1])
     idx = rng.choice(net.n_params, size=min(net.n_params, 40), replace=False)
-    h = 1e-6
-    for i in idx:
-        keep = net.params[i]
-        net.params[i] = keep + h
-        up = net.cost(X, Y)
-        net.params[i] = keep - h
-        down = net.cost(X, Y)
-        net.params[i] = keep
-        numeric = (up - down) / (2 * h)
+    for i, numeric in zip(idx, numeric_grads(net, X, Y, indices=idx), strict=True):
         assert analytic[i] == pytest.approx(numeric, rel=1e-5, abs=1e-7), f"parameter {i}"
 
 

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 import reference as ref
-from conftest import assert_close
+from conftest import assert_close, numeric_grads
 
 import nbbackprop as nb
 from nbbackprop import functions as fn
@@ -36,19 +36,6 @@ def net_for(cost, out, hidden, sizes=(3, 4, 3), seed=11, dtype="float64"):
 def flat_grads(net, X, Y):
     nabla_w, nabla_b = net.backprop(X, Y)
     return np.concatenate([g.ravel() for g in nabla_w] + [g.ravel() for g in nabla_b])
-
-
-def numeric_grads(net, X, Y, h=1e-6):
-    out = np.empty(net.n_params)
-    for i in range(net.n_params):  # params is the buffer behind weights and biases
-        keep = net.params[i]
-        net.params[i] = keep + h
-        up = net.cost(X, Y)
-        net.params[i] = keep - h
-        down = net.cost(X, Y)
-        net.params[i] = keep
-        out[i] = (up - down) / (2 * h)
-    return out
 
 
 def far_from_kinks(net, X, h):
