@@ -104,7 +104,7 @@ def _tiled_forward(W, b, a_prev, z, a, act, parallel):
 
 
 @njit(cache=True, inline="always")
-def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
+def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
     if parallel:
         k.hidden_delta(W, delta, a_prev, delta_prev, act)
     else:
@@ -112,11 +112,11 @@ def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
 
 
 @njit(cache=True, inline="always")
-def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
+def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
     if parallel:
-        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, pack)
+        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, pack, scratch)
     else:
-        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, pack)
+        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, pack, scratch)
 
 
 @njit(cache=True, inline="always")
@@ -219,11 +219,13 @@ def _backward_body(
         delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
         a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
         nabla_w, nabla_b = _weights(grads, sizes, w_off, b_off, l)
-        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
         if l > 0:
+            # BP2 first: it may use this layer's gradient rows as scratch
             W, _ = _weights(params, sizes, w_off, b_off, l)
             delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack)  # noqa: F821
+            scratch = grads[w_off[l] : w_off[l] + W.size]
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
+        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
     return total
 
 
@@ -250,7 +252,8 @@ def _backward_sgd_body(
         W, b = _weights(params, sizes, w_off, b_off, l)
         if l > 0:
             delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack)  # noqa: F821
+            scratch = grads[w_off[l] : w_off[l] + W.size]
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
         nabla_w, _ = _weights(grads, sizes, w_off, b_off, l)
         SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, par[l] % 2, pack)  # noqa: F821
     return total
