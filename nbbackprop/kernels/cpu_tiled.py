@@ -317,27 +317,26 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     parts = _threads()
     n_it = tile_count(m)
     n_jt = tile_count(n_out)
-    if W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= 4 * parts and n_it < 4 * parts:
-        for part in prange(parts):
-            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+    by_cols = W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= 4 * parts and n_it < 4 * parts
+    rows = n_out if by_cols else _rows_in(n_in, W.itemsize, n_out, 4)
+    for part in prange(parts):
+        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+        if by_cols:
+            it_lo, it_hi = 0, n_it
             jt_lo, jt_hi = _share(n_jt, parts, p)
-            _forward_tiles(W, b, a_prev, z, 0, n_it, jt_lo, jt_hi, 0)
+        else:
+            it_lo, it_hi = _share(n_it, parts, p)
+        for j_lo in range(0, n_out, rows):
+            block = W[: min(j_lo + rows, n_out)]
+            if not by_cols:
+                jt_lo, jt_hi = 0, tile_count(block.shape[0] - j_lo)
+            _forward_tiles(block, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo)
+        if by_cols:
             c_lo, c_hi = _tile_span(jt_lo, jt_hi, n_out)
             if act != SOFTMAX:
                 for x in range(m):
                     _activate_row(z[x, c_lo:c_hi], a[x, c_lo:c_hi], act)
-        if act == SOFTMAX:  # needs whole rows, written by every thread
-            for x in range(m):
-                _softmax_row(z[x], a[x])
-    else:
-        rows = _rows_in(n_in, W.itemsize, n_out, 4)
-        for part in prange(parts):
-            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-            it_lo, it_hi = _share(n_it, parts, p)
-            for j_lo in range(0, n_out, rows):
-                W_block = W[: min(j_lo + rows, n_out)]
-                _forward_tiles(W_block, b, a_prev, z, it_lo, it_hi, 0,
-                               tile_count(W_block.shape[0] - j_lo), j_lo)  # fmt: skip
+        else:
             x_lo, x_hi = _tile_span(it_lo, it_hi, m)
             if act == SOFTMAX:
                 for x in range(x_lo, x_hi):
@@ -345,6 +344,9 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
             else:  # the thread's rows are one contiguous run: one long vectorised pass
                 _activate_row(z.ravel()[x_lo * n_out : x_hi * n_out],
                               a.ravel()[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
+    if by_cols and act == SOFTMAX:  # needs whole rows, written by every thread
+        for x in range(m):
+            _softmax_row(z[x], a[x])
 
 
 def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
@@ -502,25 +504,22 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
                 b_row, b_col = x_lo, k_lo
             for jt in range(jt_lo, jt_hi):
                 j0, jr = tile_at(jt, n_out)
+                # one call site for the three targets: each inlined copy of the tile
+                # dispatch costs seconds of cold compilation
                 if direct:
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, W, j0, k_lo, jt, n,
-                                   False, -step)  # fmt: skip
+                    C, c_row, c_col, first, scale = W, j0, k_lo, False, -step
                 elif in_tile:
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, T, 0, 0, jt, n, True, 1.0)
+                    C, c_row, c_col, first, scale = T, 0, 0, True, 1.0
+                else:
+                    C, c_row, c_col, first, scale = G, j0, k_lo, x_lo == 0, 1.0
+                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n,
+                               first, scale)  # fmt: skip
+                if update and not direct and x_hi == m:
                     for r in range(jr):
                         w = W[j0 + r, k_lo:k_hi]
-                        g = T[r, :n]
+                        g = C[c_row + r, c_col : c_col + n]
                         for k in range(n):
                             w[k] = keep * w[k] - step * g[k]
-                else:
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, j0, k_lo, jt, n,
-                                   x_lo == 0, 1.0)  # fmt: skip
-                    if update and x_hi == m:
-                        for r in range(jr):
-                            w = W[j0 + r, k_lo:k_hi]
-                            g = G[j0 + r, k_lo:k_hi]
-                            for k in range(n):
-                                w[k] = keep * w[k] - step * g[k]
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
