@@ -19,6 +19,12 @@ interleaved rounds: each implementation is reset to the initial parameters, the
 process sleeps ``--idle`` seconds so that the previous implementation's thread pool
 is idle and waits (up to 20 s) until the machine's CPUs are quieter than
 ``--quiet`` (the cores are shared), then one epoch, or one inference pass, is timed.
+A timing is *clean* when other processes used at most ``--quiet`` of the machine while
+it ran (``/proc/stat`` busy ticks minus this process's CPU time); rounds go on until each
+implementation has ``--repeats`` clean timings (at most 3 × repeats rounds), and the
+medians are over the clean timings (over all of them, flagged NOISY, when fewer than
+half are clean). A parallel implementation that shares its cores with another process
+waits for it at every parallel region, so one busy neighbour can cost it 100×.
 
 nbbackprop appears twice:
 
@@ -39,6 +45,7 @@ import argparse
 import datetime
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -49,6 +56,28 @@ import numpy as np
 from .peers import PEER_NAMES, WORKLOADS, get_peer, init_params, make_data
 from .peers._base import PeerBase, as_dtype
 from .peers.measure import versions, wait_quiet
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _ticks():
+    """(busy, total) CPU ticks of the whole machine, and this process's own CPU ticks."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    t = os.times()
+    return sum(vals) - vals[3] - vals[4], sum(vals), (t.user + t.system) * _CLK_TCK
+
+
+def _others(before, after) -> float:
+    """Fraction of the machine's CPU time that other processes used between two _ticks()."""
+    if before is None or after is None:
+        return 0.0
+    busy = after[0] - before[0] - (after[2] - before[2])
+    return max(0.0, busy / max(after[1] - before[1], 1))
+
 
 #: The issue's targets: (workload, peer or "fastest", least ratio nbbackprop ÷ peer).
 TARGETS = (
@@ -198,7 +227,7 @@ def measure(wl, impls, repeats, idle, quiet, n, log=print) -> dict:
             continue
         p.setup(W0, b0, dt)
         Xn, Yn = p.prepare(X, None if wl.inference_only else Y)
-        entries.append({"peer": p, "X": Xn, "Y": Yn, "times": [], "busy": []})
+        entries.append({"peer": p, "X": Xn, "Y": Yn, "times": [], "busy": [], "clean": []})
 
     def run(e):
         p = e["peer"]
@@ -217,27 +246,42 @@ def measure(wl, impls, repeats, idle, quiet, n, log=print) -> dict:
         else:
             e["err"] = _param_err(p.params(), ref_params) if p.same_params else None
         e["agrees"] = e["err"] is None or e["err"] <= AGREE[dt]
-    for _ in range(repeats):
-        for e in entries:
+    # Rounds until every implementation has `repeats` clean timings (other processes used
+    # at most `quiet` of the machine while it ran), at most 3 * repeats rounds.
+    for _ in range(3 * repeats):
+        pending = [e for e in entries if len(e["clean"]) < repeats]
+        if not pending:
+            break
+        for e in pending:
             p = e["peer"]
             p.setup(W0, b0, dt)
             gc.collect()
-            e["busy"].append(wait_quiet(idle, quiet))
+            wait_quiet(idle, quiet)
+            before = _ticks()
             t0 = time.perf_counter()
             run(e)
-            e["times"].append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            others = _others(before, _ticks())
+            e["times"].append(elapsed)
+            e["busy"].append(others)
+            if others <= quiet:
+                e["clean"].append(elapsed)
     results = {}
     flops = wl.flops_per_sample()
     for e in entries:
-        med = statistics.median(e["times"])
+        clean = len(e["clean"]) >= max(1, repeats // 2)
+        times = e["clean"] if clean else e["times"]
+        med = statistics.median(times)
         results[e["peer"].name] = {
             "samples": n,
             "median_s": med,
-            "best_s": min(e["times"]),
+            "best_s": min(times),
             "samples_per_s": n / med,
             "gflops": n * flops / med / 1e9,
             "times_s": e["times"],
-            "busy": e["busy"],
+            "others_busy": e["busy"],
+            "clean_runs": len(e["clean"]),
+            "noisy": not clean,
             "max_rel_err_vs_numpy": e["err"],
             "same_params": e["agrees"],
         }
@@ -403,6 +447,8 @@ def main(argv=None) -> int:
             tail = "" if err is None else f"  params vs numpy {err:.1e}"
             if not r["same_params"]:
                 tail += "  DIFFERENT PARAMETERS: no ratio"
+            if r["noisy"]:
+                tail += f"  NOISY ({r['clean_runs']} clean runs)"
             ratio = rat.get(name)
             print(
                 f"  {name:22s} {r['samples_per_s']:>11,.0f} samples/s {r['gflops']:7.1f} GFLOP/s"

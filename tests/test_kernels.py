@@ -170,7 +170,10 @@ def test_output_delta(act, cost, dtype, rng):
 
 # ----------------------------------------------------------------------- BP2
 #: (m, n, n_next): n_next >= 2 blocks of packed rows in both dtypes, n > AXPY_COLS.
-BP2_SHAPES = [(1, 1, 1), (3, 5, 2), (10, 30, 10), (7, 33, 13), (5, 1030, 250), (37, 67, 130)]
+BP2_SHAPES = [
+    (1, 1, 1), (3, 5, 2), (10, 30, 10), (7, 33, 13), (5, 1030, 250), (37, 67, 130),
+    (66, 70, 67), (130, 75, 65),  # the transposed (dot-tile) path: all >= BP2_DOT_MIN
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -185,8 +188,11 @@ def test_hidden_delta(shape, act, dtype, tiled, rng):
     expected = (dn64 @ W64) * _act_prime_from_a(a64, act)
     if tiled:
         pack = cpu_tiled.pack_buffer(dtype)
+        scratch = np.full(W_next.size, np.nan, dtype=dtype)
         kernels = [
-            lambda *args, k=k: k(*args, pack) for k in _variants(cpu_tiled, "hidden_delta_tiled")
+            lambda *args, k=k, s=s: k(*args, pack, s)
+            for k in _variants(cpu_tiled, "hidden_delta_tiled")
+            for s in (scratch, scratch[:0])  # transpose + dot tiles, or axpy tiles
         ]
     else:
         kernels = _variants(cpu, "hidden_delta")

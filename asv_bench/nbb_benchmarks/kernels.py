@@ -77,7 +77,10 @@ class HiddenDelta(_Layer):
     def call(self):
         k = _kernel("hidden_delta", self.variant)
         args = (self.W, self.delta, self.a_prev, self.delta_prev, SIGMOID)
-        k(*args, self.pack) if self.variant.startswith("tiled") else k(*args)
+        if self.variant.startswith("tiled"):
+            k(*args, self.pack, self.nabla_w.reshape(-1))
+        else:
+            k(*args)
 
 
 class WeightGrads(_Layer):

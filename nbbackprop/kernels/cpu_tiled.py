@@ -61,6 +61,8 @@ PACK_MIN_ROWS = 64
 #: Most rows of a packed operand block: a W3 mini-batch of 256 samples in one block,
 #: so that each update tile is summed over the whole batch in one pass.
 PACK_ROWS = 256
+#: Samples, rows and columns from which BP2 transposes ``W_next`` and uses dot tiles.
+BP2_DOT_MIN = 64
 #: Padding, in elements, added to a packed row: one cache line.
 _PAD = 16
 
@@ -272,7 +274,9 @@ def _pack(src, r_lo, r_hi, k_lo, k_hi, pack, p):
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
     """``z = a_prev Wᵀ + b`` on sample tiles ``it_lo:it_hi`` × neuron tiles
-    ``jt_lo:jt_hi`` of the rows ``j_lo:`` of W (tiles numbered within that block)."""
+    ``jt_lo:jt_hi`` of the rows ``j_lo:`` of W (tiles numbered within that block); no
+    bias when ``b`` is empty."""
+    bias = b.shape[0] > 0
     m = a_prev.shape[0]
     nj = W.shape[0] - j_lo
     for it in range(it_lo, it_hi):
@@ -284,7 +288,7 @@ def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
             for r in range(mr):
                 zx = z[i0 + r]
                 for s in range(nr):
-                    zx[j0 + s] = c[4 * r + s] + b[j0 + s]
+                    zx[j0 + s] = c[4 * r + s] + (b[j0 + s] if bias else 0)
 
 
 def _weighted_sums_tiled(W, b, a_prev, z, a, act):
@@ -313,27 +317,26 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     parts = _threads()
     n_it = tile_count(m)
     n_jt = tile_count(n_out)
-    if W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= 4 * parts and n_it < 4 * parts:
-        for part in prange(parts):
-            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+    by_cols = W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= 4 * parts and n_it < 4 * parts
+    rows = n_out if by_cols else _rows_in(n_in, W.itemsize, n_out, 4)
+    for part in prange(parts):
+        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+        if by_cols:
+            it_lo, it_hi = 0, n_it
             jt_lo, jt_hi = _share(n_jt, parts, p)
-            _forward_tiles(W, b, a_prev, z, 0, n_it, jt_lo, jt_hi, 0)
+        else:
+            it_lo, it_hi = _share(n_it, parts, p)
+        for j_lo in range(0, n_out, rows):
+            block = W[: min(j_lo + rows, n_out)]
+            if not by_cols:
+                jt_lo, jt_hi = 0, tile_count(block.shape[0] - j_lo)
+            _forward_tiles(block, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo)
+        if by_cols:
             c_lo, c_hi = _tile_span(jt_lo, jt_hi, n_out)
             if act != SOFTMAX:
                 for x in range(m):
                     _activate_row(z[x, c_lo:c_hi], a[x, c_lo:c_hi], act)
-        if act == SOFTMAX:  # needs whole rows, written by every thread
-            for x in range(m):
-                _softmax_row(z[x], a[x])
-    else:
-        rows = _rows_in(n_in, W.itemsize, n_out, 4)
-        for part in prange(parts):
-            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-            it_lo, it_hi = _share(n_it, parts, p)
-            for j_lo in range(0, n_out, rows):
-                W_block = W[: min(j_lo + rows, n_out)]
-                _forward_tiles(W_block, b, a_prev, z, it_lo, it_hi, 0,
-                               tile_count(W_block.shape[0] - j_lo), j_lo)  # fmt: skip
+        else:
             x_lo, x_hi = _tile_span(it_lo, it_hi, m)
             if act == SOFTMAX:
                 for x in range(x_lo, x_hi):
@@ -341,9 +344,12 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
             else:  # the thread's rows are one contiguous run: one long vectorised pass
                 _activate_row(z.ravel()[x_lo * n_out : x_hi * n_out],
                               a.ravel()[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
+    if by_cols and act == SOFTMAX:  # needs whole rows, written by every thread
+        for x in range(m):
+            _softmax_row(z[x], a[x])
 
 
-def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
+def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
     r"""BP2, :func:`~nbbackprop.kernels.cpu.hidden_delta` tiled.
 
     Parameters
@@ -352,11 +358,19 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
         As for :func:`~nbbackprop.kernels.cpu.hidden_delta`.
     pack : ndarray
         Scratch of :func:`pack_size` elements, ``W_next``'s dtype.
+    scratch : ndarray
+        1-D scratch of at least ``W_next.size`` elements for its transpose, or empty.
 
     Notes
     -----
-    Equation (18). Each tile adds :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` for up to
-    4 samples and 4 rows j to rows of ``delta``
+    Equation (18). For large layers (:data:`BP2_DOT_MIN` samples, rows and columns)
+    with a ``scratch``, ``W_next`` is transposed into it and δ computed with the
+    forward pass's dot tiles, :math:`\delta^l = \delta^{l+1} (w^{l+1})`, summing over
+    j in registers (the axpy tiles ran at ~95 GF/s on W3's 1024 × 1024 layer, the
+    dot tiles at ~165, and the transpose costs ~0.3 ms).
+
+    Otherwise each tile adds :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` for up to 4
+    samples and 4 rows j to rows of ``delta``
     (:func:`~nbbackprop.kernels.cpu_tiles.axpy_tile`, vectorised along k, no
     transpose). Each thread owns a run of columns k (of ``delta`` and of
     ``W_next``), taken in segments of :data:`AXPY_BYTES`; rows j go in blocks such
@@ -365,10 +379,30 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
     """
     m, n = a.shape
     n_next = W_next.shape[0]
+    parts = _threads()
+    if scratch.shape[0] >= W_next.size and min(m, n, n_next) >= BP2_DOT_MIN:
+        WT = scratch[: W_next.size].reshape((n, n_next))
+        for part in prange(parts):
+            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
+            k_lo, k_hi = _share(n, parts, p)
+            _transpose_rows(W_next, WT, k_lo, k_hi)
+        rows = _rows_in(n_next, WT.itemsize, n, 4)
+        n_it = tile_count(m)
+        no_bias = delta[0, :0]
+        for part in prange(parts):
+            p = np.int64(part)
+            it_lo, it_hi = _share(n_it, parts, p)
+            for k_lo in range(0, n, rows):
+                block = WT[: min(k_lo + rows, n)]
+                _forward_tiles(block, no_bias, delta_next, delta, it_lo, it_hi, 0,
+                               tile_count(block.shape[0] - k_lo), k_lo)  # fmt: skip
+            x_lo, x_hi = _tile_span(it_lo, it_hi, m)
+            _derivative_row(delta.ravel()[x_lo * n : x_hi * n], a.ravel()[x_lo * n : x_hi * n],
+                            act)  # fmt: skip
+        return
     seg = _axpy_cols(W_next.itemsize)
     rows = min(n_next, PACK_ROWS)
     zero = delta.dtype.type(0)
-    parts = _threads()
     n_seg = -(-n // seg)
     for part in prange(parts):
         p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
@@ -401,6 +435,19 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack):
                                   x0, j_lo + j0, False, 1.0, k_hi - k_lo)  # fmt: skip
             for x in range(m):
                 _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _transpose_rows(W, WT, k_lo, k_hi):
+    """``WT[k, j] = W[j, k]`` for rows ``k_lo:k_hi`` of WT, in 32 × 32 blocks."""
+    n_next = W.shape[0]
+    for jb in range(0, n_next, 32):
+        j_hi = min(jb + 32, n_next)
+        for kb in range(k_lo, k_hi, 32):
+            for k in range(kb, min(kb + 32, k_hi)):
+                row = WT[k, jb:j_hi]
+                for j in range(j_hi - jb):
+                    row[j] = W[jb + j, k]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -457,25 +504,22 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
                 b_row, b_col = x_lo, k_lo
             for jt in range(jt_lo, jt_hi):
                 j0, jr = tile_at(jt, n_out)
+                # one call site for the three targets: each inlined copy of the tile
+                # dispatch costs seconds of cold compilation
                 if direct:
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, W, j0, k_lo, jt, n,
-                                   False, -step)  # fmt: skip
+                    C, c_row, c_col, first, scale = W, j0, k_lo, False, -step
                 elif in_tile:
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, T, 0, 0, jt, n, True, 1.0)
+                    C, c_row, c_col, first, scale = T, 0, 0, True, 1.0
+                else:
+                    C, c_row, c_col, first, scale = G, j0, k_lo, x_lo == 0, 1.0
+                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n,
+                               first, scale)  # fmt: skip
+                if update and not direct and x_hi == m:
                     for r in range(jr):
                         w = W[j0 + r, k_lo:k_hi]
-                        g = T[r, :n]
+                        g = C[c_row + r, c_col : c_col + n]
                         for k in range(n):
                             w[k] = keep * w[k] - step * g[k]
-                else:
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, G, j0, k_lo, jt, n,
-                                   x_lo == 0, 1.0)  # fmt: skip
-                    if update and x_hi == m:
-                        for r in range(jr):
-                            w = W[j0 + r, k_lo:k_hi]
-                            g = G[j0 + r, k_lo:k_hi]
-                            for k in range(n):
-                                w[k] = keep * w[k] - step * g[k]
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):

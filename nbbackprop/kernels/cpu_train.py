@@ -104,7 +104,7 @@ def _tiled_forward(W, b, a_prev, z, a, act, parallel):
 
 
 @njit(cache=True, inline="always")
-def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
+def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
     if parallel:
         k.hidden_delta(W, delta, a_prev, delta_prev, act)
     else:
@@ -112,11 +112,11 @@ def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
 
 
 @njit(cache=True, inline="always")
-def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack):
+def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
     if parallel:
-        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, pack)
+        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, pack, scratch)
     else:
-        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, pack)
+        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, pack, scratch)
 
 
 @njit(cache=True, inline="always")
@@ -148,12 +148,23 @@ def _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, parallel, pac
 
 
 @njit(cache=True, inline="always")
-def _output_error(a_L, y, delta_L, costs, act, cost, parallel, m):
+def _plain_output_error(a_L, y, delta_L, costs, act, cost, parallel, m):
     """BP1 and Σ_x C_x."""
     if parallel:
         k.output_delta(a_L, y, delta_L, costs, act, cost)
     else:
         k.output_delta_serial(a_L, y, delta_L, costs, act, cost)
+    total = 0.0
+    for x in range(m):
+        total += costs[x]
+    return total
+
+
+@njit(cache=True, inline="always")
+def _tiled_output_error(a_L, y, delta_L, costs, act, cost, parallel, m):
+    """BP1 and Σ_x C_x, on one thread: O(m n_L) work, less than waking the pool costs
+    for any output layer measured (and one kernel fewer to compile cold, ~2 s)."""
+    k.output_delta_serial(a_L, y, delta_L, costs, act, cost)
     total = 0.0
     for x in range(m):
         total += costs[x]
@@ -192,8 +203,8 @@ def _update(params, grads, state, opt, hyper, m, n_w, t, parallel):
 
 
 # ------------------------------------------------ bodies, compiled per family below
-# FORWARD, HIDDEN_DELTA, GRADS, SGD_LAYER, FORWARD_PASS, BACKWARD, BACKWARD_SGD and
-# STEP are bound by _specialise; ``par[l] % 2`` is 1 for a parallel layer in both
+# FORWARD, OUTPUT_ERROR, HIDDEN_DELTA, GRADS, SGD_LAYER, FORWARD_PASS, BACKWARD,
+# BACKWARD_SGD and STEP are bound by _specialise; ``par[l] % 2`` is 1 for a parallel layer in both
 # families (SERIAL, PARALLEL = 0, 1; TILED, TILED_PARALLEL = 2, 3).
 def _forward_body(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par):
     """The forward pass of ``m`` samples whose inputs are the rows of ``a0``."""
@@ -214,16 +225,18 @@ def _backward_body(
     L = sizes.shape[0] - 1
     a_L = _rows(abuf, cap * a_off[L], m, sizes[L])
     delta_L = _rows(dbuf, cap * z_off[L - 1], m, sizes[L])
-    total = _output_error(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)
+    total = OUTPUT_ERROR(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)  # noqa: F821
     for l in range(L - 1, -1, -1):
         delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
         a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
         nabla_w, nabla_b = _weights(grads, sizes, w_off, b_off, l)
-        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
         if l > 0:
+            # BP2 first: it may use this layer's gradient rows as scratch
             W, _ = _weights(params, sizes, w_off, b_off, l)
             delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack)  # noqa: F821
+            scratch = grads[w_off[l] : w_off[l] + W.size]
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
+        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
     return total
 
 
@@ -241,7 +254,7 @@ def _backward_sgd_body(
     inv_m = 1.0 / m
     a_L = _rows(abuf, cap * a_off[L], m, sizes[L])
     delta_L = _rows(dbuf, cap * z_off[L - 1], m, sizes[L])
-    total = _output_error(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)
+    total = OUTPUT_ERROR(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)  # noqa: F821
     if not np.isfinite(total):
         return total
     for l in range(L - 1, -1, -1):
@@ -250,7 +263,8 @@ def _backward_sgd_body(
         W, b = _weights(params, sizes, w_off, b_off, l)
         if l > 0:
             delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack)  # noqa: F821
+            scratch = grads[w_off[l] : w_off[l] + W.size]
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
         nabla_w, _ = _weights(grads, sizes, w_off, b_off, l)
         SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, par[l] % 2, pack)  # noqa: F821
     return total
@@ -423,11 +437,16 @@ def _family(name, **kernels):
 
 
 _PLAIN = _family(
-    "plain", FORWARD=_plain_forward, HIDDEN_DELTA=_plain_hidden_delta, GRADS=_plain_grads
+    "plain",
+    FORWARD=_plain_forward,
+    OUTPUT_ERROR=_plain_output_error,
+    HIDDEN_DELTA=_plain_hidden_delta,
+    GRADS=_plain_grads,
 )
 _TILED = _family(
     "tiled",
     FORWARD=_tiled_forward,
+    OUTPUT_ERROR=_tiled_output_error,
     HIDDEN_DELTA=_tiled_hidden_delta,
     GRADS=_tiled_grads,
     SGD_LAYER=_tiled_sgd_layer,
