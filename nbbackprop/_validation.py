@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from ._guards import all_finite
+
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -126,7 +128,7 @@ def check_inputs(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.nda
             f"{name}: expected {n_features} features per row (sizes[0]), got shape {arr.shape}"
         )
     out = _convert(arr, dtype)
-    if not np.isfinite(out).all():
+    if not all_finite(out):  # a compiled scan: np.isfinite made a boolean copy of X
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise ValueError(
             f"{name}: expected finite values, got {bad} NaN/inf entries "
@@ -163,7 +165,7 @@ def check_targets(
             f"sizes[-1] columns), got shape {arr.shape}"
         )
     out = _convert(arr, dtype)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         raise ValueError(
             f"{name}: expected finite target values, got NaN/inf (or values too large "
             f"for {np.dtype(dtype).name})"
