@@ -42,7 +42,10 @@ import types as types_
 import numba
 import numpy as np
 from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 from numba.np.ufunc.parallel import _iget_num_threads
 
 from .cpu import ERROR_MODEL, FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
@@ -96,6 +99,61 @@ def pack_elems(itemsize):
 def pack_buffer(dtype, threads: int | None = None) -> np.ndarray:
     """A scratch buffer for the tiled kernels (allocate once, reuse for every batch)."""
     return np.empty(pack_size(dtype, threads), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- views
+# ``reshape`` and ``ravel`` compile to a stride computation, checks and exceptions at
+# every call site (``ravel`` also a copying path), seconds of cold compilation in all.
+# The views here are built directly; the public API has checked the buffers first.
+@intrinsic
+def as_rows(typingctx, buf, start, rows, cols):
+    """``buf[start : start + rows * cols]`` of a 1-D array, viewed as ``(rows, cols)``.
+
+    Unchecked: the caller guarantees that the range lies inside ``buf``.
+    """
+    if not isinstance(buf, types.Array) or buf.ndim != 1:
+        return None
+    contiguous = buf.layout == "C"
+    ret = buf.copy(ndim=2, layout="C" if contiguous else "A")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        _, first, n_rows, n_cols = args
+        stride = builder.extract_value(src.strides, 0)
+        if contiguous:
+            data = builder.gep(src.data, [first], inbounds=True)
+        else:
+            data = cgutils.pointer_add(builder, src.data, builder.mul(first, stride))
+        out = context.make_array(sig.return_type)(context, builder)
+        populate_array(
+            out, data=data, shape=[n_rows, n_cols], strides=[builder.mul(n_cols, stride), stride],
+            itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent,
+        )  # fmt: skip
+        return impl_ret_borrowed(context, builder, sig.return_type, out._getvalue())
+
+    return ret(buf, types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
+def _flat(typingctx, arr):
+    """The elements of a C-contiguous array as a 1-D view (``ravel`` without its checks)."""
+    if not isinstance(arr, types.Array) or arr.layout != "C":
+        return None
+    ret = arr.copy(ndim=1, layout="C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        size = context.get_constant(types.intp, 1)
+        for extent in cgutils.unpack_tuple(builder, src.shape, arr.ndim):
+            size = builder.mul(size, extent)
+        out = context.make_array(sig.return_type)(context, builder)
+        populate_array(
+            out, data=src.data, shape=[size], strides=[src.itemsize], itemsize=src.itemsize,
+            meminfo=src.meminfo, parent=src.parent,
+        )  # fmt: skip
+        return impl_ret_borrowed(context, builder, sig.return_type, out._getvalue())
+
+    return ret(arr), codegen
 
 
 # --------------------------------------------------------------------- elementwise
@@ -266,7 +324,7 @@ def _pack(src, r_lo, r_hi, k_lo, k_hi, pack, p):
     stride; returns the 2-D view whose row i holds source row ``r_lo + i`` from 0."""
     ld = k_hi - k_lo + _PAD
     base = p * _part_elems(src.itemsize)
-    out = pack[base : base + (r_hi - r_lo) * ld].reshape((r_hi - r_lo, ld))
+    out = as_rows(pack, base, r_hi - r_lo, ld)
     for i in range(r_hi - r_lo):
         row = src[r_lo + i, k_lo:k_hi]
         dst = out[i]
@@ -338,8 +396,8 @@ def _weighted_sums_part(W, b, a_prev, z, a, act, p, parts):
             for x in range(x_lo, x_hi):
                 _softmax_row(z[x], a[x])
         else:  # the thread's rows are one contiguous run: one long vectorised pass
-            _activate_row(z.ravel()[x_lo * n_out : x_hi * n_out],
-                          a.ravel()[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
+            _activate_row(_flat(z)[x_lo * n_out : x_hi * n_out],
+                          _flat(a)[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
 
 
 def _weighted_sums_tiled(W, b, a_prev, z, a, act):
@@ -404,7 +462,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
     n_next = W_next.shape[0]
     parts = _threads()
     if scratch.shape[0] >= W_next.size and min(m, n, n_next) >= BP2_DOT_MIN:
-        WT = scratch[: W_next.size].reshape((n, n_next))
+        WT = as_rows(scratch, 0, n, n_next)
         for part in prange(parts):
             # a prange index may be unsigned: int64 * uint64 is float64
             _transpose_part(W_next, WT, np.int64(part), parts)
@@ -443,7 +501,7 @@ def _hidden_delta_dot_part(WT, delta_next, a, delta, act, p, parts):
         _forward_tiles(block, no_bias, delta_next, delta, it_lo, it_hi, 0,
                        tile_count(block.shape[0] - k_lo), k_lo)  # fmt: skip
     x_lo, x_hi = _tile_span(it_lo, it_hi, m)
-    _derivative_row(delta.ravel()[x_lo * n : x_hi * n], a.ravel()[x_lo * n : x_hi * n],
+    _derivative_row(_flat(delta)[x_lo * n : x_hi * n], _flat(a)[x_lo * n : x_hi * n],
                     act)  # fmt: skip
 
 
@@ -524,7 +582,7 @@ def _weight_grads_part(delta, a_prev, G, pack, W, step, keep, p, parts):
     in_tile = update and not direct and rows == m
     ld = seg + _PAD
     base = p * _part_elems(a_prev.itemsize) + PACK_ROWS * ld
-    T = pack[base : base + 4 * ld].reshape((4, ld))
+    T = as_rows(pack, base, 4, ld)
     for k_lo in range(0, n_in, seg):
         k_hi = min(k_lo + seg, n_in)
         n = k_hi - k_lo

@@ -59,14 +59,14 @@ ETA, L2, MU, BETA1, BETA2, EPS = 0, 1, 2, 3, 4, 5
 def _weights(params, sizes, w_off, b_off, l):
     n_in = sizes[l]
     n_out = sizes[l + 1]
-    W = params[w_off[l] : w_off[l] + n_out * n_in].reshape((n_out, n_in))
+    W = t.as_rows(params, w_off[l], n_out, n_in)
     b = params[b_off[l] : b_off[l] + n_out]
     return W, b
 
 
 @njit(cache=True, inline="always")
 def _rows(buf, start, m, n):
-    return buf[start : start + m * n].reshape((m, n))
+    return t.as_rows(buf, start, m, n)
 
 
 def _specialise(body, name, inline="never", **bindings):
