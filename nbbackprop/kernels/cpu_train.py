@@ -317,9 +317,14 @@ def _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out):
         return X[first : first + m], Y[first : first + m]
     a0 = _rows(abuf, 0, m, n_in)
     y = _rows(ybuf, 0, m, n_out)
+    # element loops: a slice assignment compiles to NumPy's broadcasting machinery
     for i in range(m):
-        a0[i, :] = X[order[start + i]]
-        y[i, :] = Y[order[start + i]]
+        x_row, a_row = X[order[start + i]], a0[i]
+        for e in range(n_in):
+            a_row[e] = x_row[e]
+        y_src, y_row = Y[order[start + i]], y[i]
+        for e in range(n_out):
+            y_row[e] = y_src[e]
     return a0, y
 
 
