@@ -541,7 +541,7 @@ def _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, p, parts):
                 for jt in range(tile_count(j_hi - j_lo)):
                     j0, jr = tile_at(jt, j_hi - j_lo)
                     axpy_tile(xr, jr, delta, x0, k_lo, B, b_row + j0, b_col, delta_next,
-                              x0, j_lo + j0, False, 1.0, k_hi - k_lo)  # fmt: skip
+                              x0, j_lo + j0, np.bool_(False), 1.0, k_hi - k_lo)  # fmt: skip
         for x in range(m):
             _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
 
@@ -560,8 +560,10 @@ def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, f
                 row[k] = zero
     for xt in range(tile_count(x_hi - x_lo)):
         x0, xr = tile_at(xt, x_hi - x_lo)
-        axpy_tile(jr, xr, C, c_row, c_col, B, b_row + x0, b_col, delta, x_lo + x0, j0, True,
-                  scale, n)  # fmt: skip
+        # np.bool_: a run-time bool, so that BP2 and BP4 share one compilation of the
+        # tile dispatch (literal True and False compiled it twice, ~2 s cold)
+        axpy_tile(jr, xr, C, c_row, c_col, B, b_row + x0, b_col, delta, x_lo + x0, j0,
+                  np.bool_(True), scale, n)  # fmt: skip
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -720,7 +722,7 @@ def _compile_pair(body):
     fn.__doc__ = body.__doc__
     return (
         njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(body),
-        njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(fn),
+        njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")(fn),
     )
 
 
