@@ -234,7 +234,7 @@ def _sigmoid_row(z, a):
             a[k] = s if z[k] >= 0 else e * s
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _activate_row(z, a, act):
     """``a = σ(z)`` over one row (softmax included), vectorised where possible."""
     if act == SIGMOID:
@@ -253,7 +253,7 @@ def _activate_row(z, a, act):
             a[k] = z[k]
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _derivative_row(d, a, act):
     """``d *= σ'(z)`` over one row, σ' from the activations a (typed constants, so a
     float32 row stays float32)."""
