@@ -567,10 +567,11 @@ def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, f
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _weight_grads_part(delta, a_prev, G, pack, W, step, keep, p, parts):
+def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
     """Part ``p`` of ``parts`` of ``G = δᵀ a_prev``, a run of neuron tiles (the rows
     each thread owns in :func:`weighted_sums_tiled`); when ``W`` has rows, the update
-    ``W = keep W - step G`` instead (see :func:`sgd_layer_update_tiled`)."""
+    ``W = keep W - step G`` instead, and ``b -= step Σ_x δ`` (see
+    :func:`sgd_layer_update_tiled`)."""
     m, n_out = delta.shape
     jt_lo, jt_hi = _share(tile_count(n_out), parts, p)
     n_in = a_prev.shape[1]
@@ -620,6 +621,13 @@ def _weight_grads_part(delta, a_prev, G, pack, W, step, keep, p, parts):
                         g = C[c_row + r, c_col : c_col + n]
                         for k in range(n):
                             w[k] = keep * w[k] - step * g[k]
+    if update:  # BP3 and the step of the biases of this part's rows
+        r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+        for j in range(r_lo, r_hi):
+            total = W.dtype.type(0)
+            for x in range(m):
+                total += delta[x, j]
+            b[j] -= step * total
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
@@ -647,7 +655,9 @@ def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
     zero, one = nabla_w.dtype.type(0), nabla_w.dtype.type(1)  # typed as step, keep
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
-        _weight_grads_part(delta, a_prev, nabla_w, pack, no_W, zero, one, np.int64(part), parts)
+        _weight_grads_part(
+            delta, a_prev, nabla_w, pack, no_W, _flat(nabla_w)[:0], zero, one, np.int64(part), parts
+        )
 
 
 def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
@@ -695,21 +705,7 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
         p = np.int64(part)
-        _sgd_layer_update_part(W, b, delta, a_prev, step, keep, nabla_w, pack, p, parts)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _sgd_layer_update_part(W, b, delta, a_prev, step, keep, nabla_w, pack, p, parts):
-    """Part ``p`` of ``parts`` of :func:`sgd_layer_update_tiled`: a run of neurons."""
-    _weight_grads_part(delta, a_prev, nabla_w, pack, W, step, keep, p, parts)
-    m, n_out = delta.shape
-    jt_lo, jt_hi = _share(tile_count(n_out), parts, p)
-    r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-    for j in range(r_lo, r_hi):
-        total = W.dtype.type(0)
-        for x in range(m):
-            total += delta[x, j]
-        b[j] -= step * total
+        _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
 
 
 def _compile_pair(body):
