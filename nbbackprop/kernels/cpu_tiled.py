@@ -285,7 +285,7 @@ def _one_thread():
     return np.int64(1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _share(n, parts, p):
     """Items ``[lo, hi)`` of ``n`` that part ``p`` of ``parts`` owns (contiguous, even)."""
     q, r = divmod(n, parts)
@@ -293,7 +293,7 @@ def _share(n, parts, p):
     return lo, lo + q + (1 if p < r else 0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _tile_span(t_lo, t_hi, n):
     """The rows ``[lo, hi)`` covered by tiles ``t_lo .. t_hi-1`` of ``n`` rows."""
     if t_lo >= t_hi:
@@ -303,13 +303,13 @@ def _tile_span(t_lo, t_hi, n):
     return lo, last + size
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _axpy_cols(itemsize):
     """Columns of an axpy row segment: :data:`AXPY_BYTES` of them."""
     return AXPY_BYTES // itemsize
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _rows_in(cols, itemsize, n, least):
     """Rows (a multiple of 4, at least ``least``, at most ``n``) of ``cols`` columns
     that fit :data:`BLOCK_BYTES`."""
@@ -354,7 +354,7 @@ def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
                     zx[j0 + s] = c[4 * r + s] + (b[j0 + s] if bias else 0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _forward_by_cols(W, m, parts):
     """Whether each thread of :func:`weighted_sums_tiled` owns a run of neurons (else
     a run of samples)."""

@@ -161,14 +161,14 @@ dot_tile = njit(cache=True, fastmath=FASTMATH)(dot_tile)  # noqa: F821 - defined
 axpy_tile = njit(cache=True, fastmath=FASTMATH)(axpy_tile)  # noqa: F821 - defined by _build
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def tile_count(n):
     """Number of tiles covering ``n`` rows with tiles of 4, then at most one 2 and one 1."""
     rem = n % 4
     return n // 4 + (1 if rem >= 2 else 0) + (rem % 2)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def tile_at(t, n):
     """``(start, size)`` of tile ``t`` of the :func:`tile_count` tiling of ``n`` rows."""
     n4 = n // 4
