@@ -74,12 +74,12 @@ class DivergenceWarning(RuntimeWarning):
 
 # --------------------------------------------------------------------- compiled helpers
 @njit(cache=True)
-def _all_finite(a):
+def _all_finite(flat):
+    # A 1-D array: callers flatten (a reshape in here costs a second of cold compile).
     # |x| < inf is False for NaN and ±inf. Counting instead of returning early keeps
     # the loop branch-free, so LLVM vectorises it (~10x faster than np.isfinite with an
     # early exit). No fastmath here: with "nsz" + "reassoc" LLVM folds the tempting
     # alternative sum(x - x) to 0 and NaN goes unseen (measured; see docs/reliability.md).
-    flat = a.reshape(a.size)
     bad = 0
     for i in range(flat.shape[0]):
         bad += not (abs(flat[i]) < np.inf)
@@ -88,15 +88,25 @@ def _all_finite(a):
 
 @njit(cache=True)
 def _copy_state(src_params, src_state, src_step, dst_params, dst_state, dst_step):
-    # One compiled call, so a Ctrl-C cannot land between the three copies.
-    dst_params[:] = src_params
-    dst_state[:, :] = src_state
+    # One compiled call, so a Ctrl-C cannot land between the three copies. Element
+    # loops: slice assignment compiles NumPy's broadcasting machinery.
+    for i in range(src_params.shape[0]):
+        dst_params[i] = src_params[i]
+    for r in range(src_state.shape[0]):
+        for c in range(src_state.shape[1]):
+            dst_state[r, c] = src_state[r, c]
     dst_step[0] = src_step[0]
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """The elements of ``a`` as a 1-D array: a view when ``a`` is contiguous."""
+    return np.ascontiguousarray(a).reshape(-1)
+
+
 def all_finite(a: np.ndarray) -> bool:
-    """True when every element of the float array ``a`` is finite (a compiled scan)."""
-    return bool(_all_finite(np.ascontiguousarray(a)))
+    """True when every element of the float array ``a`` (any shape) is finite (a
+    compiled scan)."""
+    return bool(_all_finite(_flat(a)))
 
 
 # ------------------------------------------------------------------------- network state
@@ -157,7 +167,7 @@ def check_network_state(net, *, finite: bool = True, writeable: bool = False) ->
                 )
     if finite and not _all_finite(p):
         raise ValueError(f"weights/biases: {_describe_nonfinite(net)}")
-    if writeable and finite and not _all_finite(net.opt_state):
+    if writeable and finite and not _all_finite(_flat(net.opt_state)):
         raise ValueError(
             "opt_state: the optimiser's state holds NaN/inf; reset it (fit with another "
             "optimizer, or re-create the network) before training"
@@ -216,7 +226,7 @@ class TrainingGuard:
 
     def _finite(self) -> bool:
         net = self.net
-        return bool(_all_finite(net.params)) and bool(_all_finite(net.opt_state))
+        return bool(_all_finite(net.params)) and bool(_all_finite(_flat(net.opt_state)))
 
     # ------------------------------------------------------------------ training loop
     def start_epoch(self, epoch: int, eta: float | None = None) -> None:

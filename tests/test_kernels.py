@@ -10,6 +10,7 @@ the parallel compilation.
 import numpy as np
 import pytest
 from conftest import assert_close
+from numba import njit
 
 from nbbackprop import functions as fn
 from nbbackprop.kernels import cpu, cpu_tiled, cpu_tiles
@@ -274,3 +275,34 @@ def test_updates(dtype, rng):
         mh = (0.1 * g_mean) / 0.1
         vh = (0.001 * g_mean**2) / 0.001
         assert_close(p, p64 - eta * mh / (np.sqrt(vh) + 1e-8), dtype)
+
+
+# --------------------------------------------------------------------- views
+@njit
+def _rows_view(buf, start, rows, cols):
+    return cpu_tiled.as_rows(buf, start, rows, cols)
+
+
+@njit
+def _flat_view(a):
+    return cpu_tiled._flat(a)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unchecked_views_are_views_of_the_right_elements(dtype):
+    buf = np.arange(40, dtype=dtype)
+    v = _rows_view(buf, 3, 4, 5)
+    assert v.shape == (4, 5) and v.strides == (5 * buf.itemsize, buf.itemsize)
+    np.testing.assert_array_equal(v, buf[3:23].reshape(4, 5))
+    v[1, 2] = -1
+    assert buf[3 + 7] == -1
+    assert _rows_view(buf, 40, 0, 5).shape == (0, 5)
+    strided = buf[::2]  # not contiguous: the view keeps its stride
+    np.testing.assert_array_equal(_rows_view(strided, 1, 3, 4), strided[1:13].reshape(3, 4))
+    a = np.arange(12, dtype=dtype).reshape(3, 4)
+    f = _flat_view(a)
+    assert f.shape == (12,) and f.strides == (a.itemsize,)
+    np.testing.assert_array_equal(f, a.ravel())
+    f[5] = -2
+    assert a[1, 1] == -2
+    np.testing.assert_array_equal(_flat_view(a[1:]), a[1:].ravel())

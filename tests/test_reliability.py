@@ -256,6 +256,13 @@ def test_all_finite_sees_nan_and_inf_anywhere():
                     assert not _guards.all_finite(b)
     assert _guards.all_finite(np.zeros((0, 5)))
     assert not _guards.all_finite(np.array([[1.0, 2.0], [np.nan, 3.0]]))
+    # any shape and layout: a flat view of a contiguous array, else a flat copy
+    a = np.ones((6, 5), dtype=np.float32)
+    a[4, 3] = np.inf
+    assert not _guards.all_finite(a)
+    assert not _guards.all_finite(a.T)
+    assert _guards.all_finite(a[:, ::2])
+    assert not _guards.all_finite(a[2:, 1:])
 
 
 # --------------------------------------------------------------------------- interruption

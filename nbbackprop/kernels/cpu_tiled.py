@@ -29,7 +29,10 @@ the scalar calls cost ~30 % of a forward pass).
 Each kernel is compiled twice as in :mod:`nbbackprop.kernels.cpu`: ``name`` splits
 its work into one contiguous part per thread (``prange`` over the parts, so that a
 thread owns the same rows of ``W`` in every kernel), ``name_serial`` runs it as one
-part. They trust their inputs.
+part. One part's work is its own compiled function, ``_name_part(..., p, parts)``,
+which both compilations call: Numba emits a ``prange`` body several times over
+(once per gufunc variant it builds), so a tiled body written inside the ``prange``
+loop was compiled ~6 times, cold. They trust their inputs.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ import types as types_
 import numba
 import numpy as np
 from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 from numba.np.ufunc.parallel import _iget_num_threads
 
 from .cpu import ERROR_MODEL, FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
@@ -93,6 +99,61 @@ def pack_elems(itemsize):
 def pack_buffer(dtype, threads: int | None = None) -> np.ndarray:
     """A scratch buffer for the tiled kernels (allocate once, reuse for every batch)."""
     return np.empty(pack_size(dtype, threads), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- views
+# ``reshape`` and ``ravel`` compile to a stride computation, checks and exceptions at
+# every call site (``ravel`` also a copying path), seconds of cold compilation in all.
+# The views here are built directly; the public API has checked the buffers first.
+@intrinsic
+def as_rows(typingctx, buf, start, rows, cols):
+    """``buf[start : start + rows * cols]`` of a 1-D array, viewed as ``(rows, cols)``.
+
+    Unchecked: the caller guarantees that the range lies inside ``buf``.
+    """
+    if not isinstance(buf, types.Array) or buf.ndim != 1:
+        return None
+    contiguous = buf.layout == "C"
+    ret = buf.copy(ndim=2, layout="C" if contiguous else "A")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        _, first, n_rows, n_cols = args
+        stride = builder.extract_value(src.strides, 0)
+        if contiguous:
+            data = builder.gep(src.data, [first], inbounds=True)
+        else:
+            data = cgutils.pointer_add(builder, src.data, builder.mul(first, stride))
+        out = context.make_array(sig.return_type)(context, builder)
+        populate_array(
+            out, data=data, shape=[n_rows, n_cols], strides=[builder.mul(n_cols, stride), stride],
+            itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent,
+        )  # fmt: skip
+        return impl_ret_borrowed(context, builder, sig.return_type, out._getvalue())
+
+    return ret(buf, types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
+def _flat(typingctx, arr):
+    """The elements of a C-contiguous array as a 1-D view (``ravel`` without its checks)."""
+    if not isinstance(arr, types.Array) or arr.layout != "C":
+        return None
+    ret = arr.copy(ndim=1, layout="C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        size = context.get_constant(types.intp, 1)
+        for extent in cgutils.unpack_tuple(builder, src.shape, arr.ndim):
+            size = builder.mul(size, extent)
+        out = context.make_array(sig.return_type)(context, builder)
+        populate_array(
+            out, data=src.data, shape=[size], strides=[src.itemsize], itemsize=src.itemsize,
+            meminfo=src.meminfo, parent=src.parent,
+        )  # fmt: skip
+        return impl_ret_borrowed(context, builder, sig.return_type, out._getvalue())
+
+    return ret(arr), codegen
 
 
 # --------------------------------------------------------------------- elementwise
@@ -173,7 +234,7 @@ def _sigmoid_row(z, a):
             a[k] = s if z[k] >= 0 else e * s
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _activate_row(z, a, act):
     """``a = σ(z)`` over one row (softmax included), vectorised where possible."""
     if act == SIGMOID:
@@ -192,7 +253,7 @@ def _activate_row(z, a, act):
             a[k] = z[k]
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _derivative_row(d, a, act):
     """``d *= σ'(z)`` over one row, σ' from the activations a (typed constants, so a
     float32 row stays float32)."""
@@ -219,10 +280,12 @@ def _threads():
 
 @njit(cache=True, inline="always")
 def _one_thread():
-    return 1
+    # int64, as _iget_num_threads returns: the part functions then have one signature
+    # for the parallel and the serial kernel and are compiled once for both
+    return np.int64(1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _share(n, parts, p):
     """Items ``[lo, hi)`` of ``n`` that part ``p`` of ``parts`` owns (contiguous, even)."""
     q, r = divmod(n, parts)
@@ -230,7 +293,7 @@ def _share(n, parts, p):
     return lo, lo + q + (1 if p < r else 0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _tile_span(t_lo, t_hi, n):
     """The rows ``[lo, hi)`` covered by tiles ``t_lo .. t_hi-1`` of ``n`` rows."""
     if t_lo >= t_hi:
@@ -240,13 +303,13 @@ def _tile_span(t_lo, t_hi, n):
     return lo, last + size
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _axpy_cols(itemsize):
     """Columns of an axpy row segment: :data:`AXPY_BYTES` of them."""
     return AXPY_BYTES // itemsize
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model=ERROR_MODEL)
 def _rows_in(cols, itemsize, n, least):
     """Rows (a multiple of 4, at least ``least``, at most ``n``) of ``cols`` columns
     that fit :data:`BLOCK_BYTES`."""
@@ -261,7 +324,7 @@ def _pack(src, r_lo, r_hi, k_lo, k_hi, pack, p):
     stride; returns the 2-D view whose row i holds source row ``r_lo + i`` from 0."""
     ld = k_hi - k_lo + _PAD
     base = p * _part_elems(src.itemsize)
-    out = pack[base : base + (r_hi - r_lo) * ld].reshape((r_hi - r_lo, ld))
+    out = as_rows(pack, base, r_hi - r_lo, ld)
     for i in range(r_hi - r_lo):
         row = src[r_lo + i, k_lo:k_hi]
         dst = out[i]
@@ -291,6 +354,52 @@ def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
                     zx[j0 + s] = c[4 * r + s] + (b[j0 + s] if bias else 0)
 
 
+@njit(cache=True, error_model=ERROR_MODEL)
+def _forward_by_cols(W, m, parts):
+    """Whether each thread of :func:`weighted_sums_tiled` owns a run of neurons (else
+    a run of samples)."""
+    return (
+        W.size * W.itemsize <= OWN_ROWS_BYTES
+        and tile_count(W.shape[0]) >= 4 * parts
+        and tile_count(m) < 4 * parts
+    )
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _weighted_sums_part(W, b, a_prev, z, a, act, p, parts):
+    """Part ``p`` of ``parts`` of :func:`weighted_sums_tiled`: one thread's work."""
+    m = a_prev.shape[0]
+    n_out, n_in = W.shape
+    n_it = tile_count(m)
+    n_jt = tile_count(n_out)
+    by_cols = _forward_by_cols(W, m, parts)
+    rows = n_out if by_cols else _rows_in(n_in, W.itemsize, n_out, 4)
+    if by_cols:
+        it_lo, it_hi = 0, n_it
+        jt_lo, jt_hi = _share(n_jt, parts, p)
+    else:
+        it_lo, it_hi = _share(n_it, parts, p)
+        jt_lo, jt_hi = 0, 0
+    for j_lo in range(0, n_out, rows):
+        block = W[: min(j_lo + rows, n_out)]
+        if not by_cols:
+            jt_lo, jt_hi = 0, tile_count(block.shape[0] - j_lo)
+        _forward_tiles(block, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo)
+    if by_cols:
+        c_lo, c_hi = _tile_span(jt_lo, jt_hi, n_out)
+        if act != SOFTMAX:
+            for x in range(m):
+                _activate_row(z[x, c_lo:c_hi], a[x, c_lo:c_hi], act)
+    else:
+        x_lo, x_hi = _tile_span(it_lo, it_hi, m)
+        if act == SOFTMAX:
+            for x in range(x_lo, x_hi):
+                _softmax_row(z[x], a[x])
+        else:  # the thread's rows are one contiguous run: one long vectorised pass
+            _activate_row(_flat(z)[x_lo * n_out : x_hi * n_out],
+                          _flat(a)[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
+
+
 def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     r"""Forward pass of one layer, :func:`~nbbackprop.kernels.cpu.weighted_sums` tiled.
 
@@ -312,40 +421,12 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     rows, such as a 10-wide output layer, would otherwise leave σ mostly in the
     scalar remainder of the vectorised loop).
     """
-    m = a_prev.shape[0]
-    n_out, n_in = W.shape
     parts = _threads()
-    n_it = tile_count(m)
-    n_jt = tile_count(n_out)
-    by_cols = W.size * W.itemsize <= OWN_ROWS_BYTES and n_jt >= 4 * parts and n_it < 4 * parts
-    rows = n_out if by_cols else _rows_in(n_in, W.itemsize, n_out, 4)
     for part in prange(parts):
-        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-        if by_cols:
-            it_lo, it_hi = 0, n_it
-            jt_lo, jt_hi = _share(n_jt, parts, p)
-        else:
-            it_lo, it_hi = _share(n_it, parts, p)
-        for j_lo in range(0, n_out, rows):
-            block = W[: min(j_lo + rows, n_out)]
-            if not by_cols:
-                jt_lo, jt_hi = 0, tile_count(block.shape[0] - j_lo)
-            _forward_tiles(block, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo)
-        if by_cols:
-            c_lo, c_hi = _tile_span(jt_lo, jt_hi, n_out)
-            if act != SOFTMAX:
-                for x in range(m):
-                    _activate_row(z[x, c_lo:c_hi], a[x, c_lo:c_hi], act)
-        else:
-            x_lo, x_hi = _tile_span(it_lo, it_hi, m)
-            if act == SOFTMAX:
-                for x in range(x_lo, x_hi):
-                    _softmax_row(z[x], a[x])
-            else:  # the thread's rows are one contiguous run: one long vectorised pass
-                _activate_row(z.ravel()[x_lo * n_out : x_hi * n_out],
-                              a.ravel()[x_lo * n_out : x_hi * n_out], act)  # fmt: skip
-    if by_cols and act == SOFTMAX:  # needs whole rows, written by every thread
-        for x in range(m):
+        # a prange index may be unsigned: int64 * uint64 is float64
+        _weighted_sums_part(W, b, a_prev, z, a, act, np.int64(part), parts)
+    if act == SOFTMAX and _forward_by_cols(W, a_prev.shape[0], parts):
+        for x in range(a_prev.shape[0]):  # needs whole rows, written by every thread
             _softmax_row(z[x], a[x])
 
 
@@ -381,65 +462,22 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
     n_next = W_next.shape[0]
     parts = _threads()
     if scratch.shape[0] >= W_next.size and min(m, n, n_next) >= BP2_DOT_MIN:
-        WT = scratch[: W_next.size].reshape((n, n_next))
+        WT = as_rows(scratch, 0, n, n_next)
         for part in prange(parts):
-            p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-            k_lo, k_hi = _share(n, parts, p)
-            _transpose_rows(W_next, WT, k_lo, k_hi)
-        rows = _rows_in(n_next, WT.itemsize, n, 4)
-        n_it = tile_count(m)
-        no_bias = delta[0, :0]
+            # a prange index may be unsigned: int64 * uint64 is float64
+            _transpose_part(W_next, WT, np.int64(part), parts)
         for part in prange(parts):
-            p = np.int64(part)
-            it_lo, it_hi = _share(n_it, parts, p)
-            for k_lo in range(0, n, rows):
-                block = WT[: min(k_lo + rows, n)]
-                _forward_tiles(block, no_bias, delta_next, delta, it_lo, it_hi, 0,
-                               tile_count(block.shape[0] - k_lo), k_lo)  # fmt: skip
-            x_lo, x_hi = _tile_span(it_lo, it_hi, m)
-            _derivative_row(delta.ravel()[x_lo * n : x_hi * n], a.ravel()[x_lo * n : x_hi * n],
-                            act)  # fmt: skip
+            _hidden_delta_dot_part(WT, delta_next, a, delta, act, np.int64(part), parts)
         return
-    seg = _axpy_cols(W_next.itemsize)
-    rows = min(n_next, PACK_ROWS)
-    zero = delta.dtype.type(0)
-    n_seg = -(-n // seg)
     for part in prange(parts):
-        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-        # whole segments per thread when there are enough, else split the columns evenly
-        if n_seg >= parts:
-            s_lo, s_hi = _share(n_seg, parts, p)
-            c_lo, c_hi = s_lo * seg, min(s_hi * seg, n)
-        else:
-            c_lo, c_hi = _share(n, parts, p)
-        for k_lo in range(c_lo, c_hi, seg):
-            k_hi = min(k_lo + seg, c_hi)
-            for j_lo in range(0, n_next, rows):
-                j_hi = min(j_lo + rows, n_next)
-                if j_hi - j_lo >= PACK_MIN_ROWS:
-                    B = _pack(W_next, j_lo, j_hi, k_lo, k_hi, pack, p)
-                    b_row, b_col = 0, 0
-                else:
-                    B = W_next
-                    b_row, b_col = j_lo, k_lo
-                for xt in range(tile_count(m)):
-                    x0, xr = tile_at(xt, m)
-                    if j_lo == 0:
-                        for r in range(xr):
-                            dx = delta[x0 + r, k_lo:k_hi]
-                            for k in range(k_hi - k_lo):
-                                dx[k] = zero
-                    for jt in range(tile_count(j_hi - j_lo)):
-                        j0, jr = tile_at(jt, j_hi - j_lo)
-                        axpy_tile(xr, jr, delta, x0, k_lo, B, b_row + j0, b_col, delta_next,
-                                  x0, j_lo + j0, False, 1.0, k_hi - k_lo)  # fmt: skip
-            for x in range(m):
-                _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
+        _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, np.int64(part), parts)
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _transpose_rows(W, WT, k_lo, k_hi):
-    """``WT[k, j] = W[j, k]`` for rows ``k_lo:k_hi`` of WT, in 32 × 32 blocks."""
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _transpose_part(W, WT, p, parts):
+    """``WT[k, j] = W[j, k]`` for part ``p`` of ``parts`` of the rows of WT, in 32 × 32
+    blocks."""
+    k_lo, k_hi = _share(WT.shape[0], parts, p)
     n_next = W.shape[0]
     for jb in range(0, n_next, 32):
         j_hi = min(jb + 32, n_next)
@@ -448,6 +486,64 @@ def _transpose_rows(W, WT, k_lo, k_hi):
                 row = WT[k, jb:j_hi]
                 for j in range(j_hi - jb):
                     row[j] = W[jb + j, k]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _hidden_delta_dot_part(WT, delta_next, a, delta, act, p, parts):
+    """Part ``p`` of ``parts`` of BP2 by dot tiles over the transpose ``WT`` of
+    ``W_next`` (:func:`hidden_delta_tiled`): a run of sample tiles."""
+    m, n = a.shape
+    rows = _rows_in(WT.shape[1], WT.itemsize, n, 4)
+    no_bias = delta[0, :0]
+    it_lo, it_hi = _share(tile_count(m), parts, p)
+    for k_lo in range(0, n, rows):
+        block = WT[: min(k_lo + rows, n)]
+        _forward_tiles(block, no_bias, delta_next, delta, it_lo, it_hi, 0,
+                       tile_count(block.shape[0] - k_lo), k_lo)  # fmt: skip
+    x_lo, x_hi = _tile_span(it_lo, it_hi, m)
+    _derivative_row(_flat(delta)[x_lo * n : x_hi * n], _flat(a)[x_lo * n : x_hi * n],
+                    act)  # fmt: skip
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, p, parts):
+    """Part ``p`` of ``parts`` of BP2 by axpy tiles (:func:`hidden_delta_tiled`): a run
+    of columns k."""
+    m, n = a.shape
+    n_next = W_next.shape[0]
+    seg = _axpy_cols(W_next.itemsize)
+    rows = min(n_next, PACK_ROWS)
+    zero = delta.dtype.type(0)
+    n_seg = -(-n // seg)
+    # whole segments per thread when there are enough, else split the columns evenly
+    if n_seg >= parts:
+        s_lo, s_hi = _share(n_seg, parts, p)
+        c_lo, c_hi = s_lo * seg, min(s_hi * seg, n)
+    else:
+        c_lo, c_hi = _share(n, parts, p)
+    for k_lo in range(c_lo, c_hi, seg):
+        k_hi = min(k_lo + seg, c_hi)
+        for j_lo in range(0, n_next, rows):
+            j_hi = min(j_lo + rows, n_next)
+            if j_hi - j_lo >= PACK_MIN_ROWS:
+                B = _pack(W_next, j_lo, j_hi, k_lo, k_hi, pack, p)
+                b_row, b_col = 0, 0
+            else:
+                B = W_next
+                b_row, b_col = j_lo, k_lo
+            for xt in range(tile_count(m)):
+                x0, xr = tile_at(xt, m)
+                if j_lo == 0:
+                    for r in range(xr):
+                        dx = delta[x0 + r, k_lo:k_hi]
+                        for k in range(k_hi - k_lo):
+                            dx[k] = zero
+                for jt in range(tile_count(j_hi - j_lo)):
+                    j0, jr = tile_at(jt, j_hi - j_lo)
+                    axpy_tile(xr, jr, delta, x0, k_lo, B, b_row + j0, b_col, delta_next,
+                              x0, j_lo + j0, np.bool_(False), 1.0, k_hi - k_lo)  # fmt: skip
+        for x in range(m):
+            _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -464,15 +560,20 @@ def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, f
                 row[k] = zero
     for xt in range(tile_count(x_hi - x_lo)):
         x0, xr = tile_at(xt, x_hi - x_lo)
-        axpy_tile(jr, xr, C, c_row, c_col, B, b_row + x0, b_col, delta, x_lo + x0, j0, True,
-                  scale, n)  # fmt: skip
+        # np.bool_: a run-time bool, so that BP2 and BP4 share one compilation of the
+        # tile dispatch (literal True and False compiled it twice, ~2 s cold)
+        axpy_tile(jr, xr, C, c_row, c_col, B, b_row + x0, b_col, delta, x_lo + x0, j0,
+                  np.bool_(True), scale, n)  # fmt: skip
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
-    """The rows of tiles ``jt_lo:jt_hi`` of ``G = δᵀ a_prev``; when ``W`` has rows, the
-    update ``W = keep W - step G`` instead (see :func:`sgd_layer_update_tiled`)."""
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
+    """Part ``p`` of ``parts`` of ``G = δᵀ a_prev``, a run of neuron tiles (the rows
+    each thread owns in :func:`weighted_sums_tiled`); when ``W`` has rows, the update
+    ``W = keep W - step G`` instead, and ``b -= step Σ_x δ`` (see
+    :func:`sgd_layer_update_tiled`)."""
     m, n_out = delta.shape
+    jt_lo, jt_hi = _share(tile_count(n_out), parts, p)
     n_in = a_prev.shape[1]
     seg = _axpy_cols(a_prev.itemsize)
     rows = min(m, PACK_ROWS)
@@ -484,7 +585,7 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
     in_tile = update and not direct and rows == m
     ld = seg + _PAD
     base = p * _part_elems(a_prev.itemsize) + PACK_ROWS * ld
-    T = pack[base : base + 4 * ld].reshape((4, ld))
+    T = as_rows(pack, base, 4, ld)
     for k_lo in range(0, n_in, seg):
         k_hi = min(k_lo + seg, n_in)
         n = k_hi - k_lo
@@ -520,6 +621,13 @@ def _weight_grads_part(delta, a_prev, G, pack, p, jt_lo, jt_hi, W, step, keep):
                         g = C[c_row + r, c_col : c_col + n]
                         for k in range(n):
                             w[k] = keep * w[k] - step * g[k]
+    if update:  # BP3 and the step of the biases of this part's rows
+        r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+        for j in range(r_lo, r_hi):
+            total = W.dtype.type(0)
+            for x in range(m):
+                total += delta[x, j]
+            b[j] -= step * total
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
@@ -543,12 +651,13 @@ def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
     in L2 while the thread's row tiles pass over it.
     """
     parts = _threads()
-    n_jt = tile_count(delta.shape[1])
     no_W = nabla_w[:0]
+    zero, one = nabla_w.dtype.type(0), nabla_w.dtype.type(1)  # typed as step, keep
     for part in prange(parts):
-        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-        jt_lo, jt_hi = _share(n_jt, parts, p)
-        _weight_grads_part(delta, a_prev, nabla_w, pack, p, jt_lo, jt_hi, no_W, 0.0, 1.0)
+        # a prange index may be unsigned: int64 * uint64 is float64
+        _weight_grads_part(
+            delta, a_prev, nabla_w, pack, no_W, _flat(nabla_w)[:0], zero, one, np.int64(part), parts
+        )
 
 
 def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
@@ -590,21 +699,13 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
     has used this layer's weights. Each thread owns the rows it owns in
     :func:`weighted_sums_tiled`.
     """
-    m, n_out = delta.shape
     step = W.dtype.type(eta * inv_m)
     keep = W.dtype.type(1.0 - eta * l2)
     parts = _threads()
-    n_jt = tile_count(n_out)
     for part in prange(parts):
-        p = np.int64(part)  # a prange index may be unsigned: int64 * uint64 is float64
-        jt_lo, jt_hi = _share(n_jt, parts, p)
-        _weight_grads_part(delta, a_prev, nabla_w, pack, p, jt_lo, jt_hi, W, step, keep)
-        r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-        for j in range(r_lo, r_hi):
-            total = W.dtype.type(0)
-            for x in range(m):
-                total += delta[x, j]
-            b[j] -= step * total
+        # a prange index may be unsigned: int64 * uint64 is float64
+        p = np.int64(part)
+        _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
 
 
 def _compile_pair(body):
@@ -617,7 +718,7 @@ def _compile_pair(body):
     fn.__doc__ = body.__doc__
     return (
         njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(body),
-        njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(fn),
+        njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")(fn),
     )
 
 

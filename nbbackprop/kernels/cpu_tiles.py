@@ -133,12 +133,15 @@ def _dispatch_source(kind: str, args: str, call_args: str) -> str:
 
 def _build():
     namespace = globals()
+    # Inlined (Numba IR) into the dispatches below: the tile code is then optimised
+    # once there, not in nine libraries that every caller re-optimises.
+    tile = njit(cache=True, fastmath=FASTMATH, inline="always")
     for mr in SIZES:
         for nr in SIZES:
             for kind, source in (("dot", _dot_source(mr, nr)), ("axpy", _axpy_source(mr, nr))):
                 exec(compile(source, __file__, "exec"), namespace)
                 name = f"_{kind}_{mr}x{nr}"
-                namespace[name] = njit(cache=True, fastmath=FASTMATH)(namespace[name])
+                namespace[name] = tile(namespace[name])
     exec(compile(_dispatch_source("dot", "A, i0, B, j0", "A, i0, B, j0"), __file__, "exec"),
          namespace)  # fmt: skip
     axpy_args = "C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n"
@@ -158,14 +161,14 @@ dot_tile = njit(cache=True, fastmath=FASTMATH)(dot_tile)  # noqa: F821 - defined
 axpy_tile = njit(cache=True, fastmath=FASTMATH)(axpy_tile)  # noqa: F821 - defined by _build
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def tile_count(n):
     """Number of tiles covering ``n`` rows with tiles of 4, then at most one 2 and one 1."""
     rem = n % 4
     return n // 4 + (1 if rem >= 2 else 0) + (rem % 2)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def tile_at(t, n):
     """``(start, size)`` of tile ``t`` of the :func:`tile_count` tiling of ``n`` rows."""
     n4 = n // 4
