@@ -6,11 +6,12 @@ thresholds in ``nbbackprop/orchestration.py``.
 ``--kind tiled`` (``TILED_PARALLEL_MIN_MACS``): for layers of several shapes and
 mini-batch sizes, one training step of a layer (``weighted_sums_tiled`` then
 ``sgd_layer_update_tiled``, what the "auto" strategy runs per layer and mini-batch with
-plain SGD). ``--kind plain`` (``PARALLEL_MIN_MACS``): the same step with the
-per-equation kernels of ``cpu.py`` (``weighted_sums``, ``weight_grads``, ``bias_grads``),
-what ``strategy="parallel"`` runs. ``--kind update`` (``PARALLEL_MIN_PARAMS``): the
-optimiser step ``adam_update`` (the most work per parameter; momentum and SGD follow
-the same split) over flat buffers of several sizes.
+plain SGD). ``--kind plain``: the same step with the per-equation kernels of
+``cpu.py`` (``weighted_sums``, ``weight_grads``, ``bias_grads``), i.e. where
+``strategy="parallel"`` beats ``strategy="serial"`` ("auto" does not pick them).
+``--kind update`` (``PARALLEL_MIN_PARAMS``): the optimiser step ``adam_update`` (the
+most work per parameter; momentum and SGD follow the same split) over flat buffers of
+several sizes.
 
 Each is timed in its serial and its parallel compilation, called ``reps`` times in a
 compiled loop (no Python call overhead), interleaved, and the script prints the median

@@ -32,13 +32,19 @@ from dataclasses import dataclass, field, replace
 import numba
 import numpy as np
 
-#: Multiply-adds per mini-batch from which a layer's per-equation kernels would run
-#: in parallel (kept for reference: "auto" now picks the tiled kernels).
-PARALLEL_MIN_MACS = 100_000
+# The thresholds are measurements (python -m benchmarks.thresholds, 2 vCPUs, 2026-12-04;
+# the tables are in docs/performance.md, "Thresholds"). Serial time / parallel time:
+
 #: Multiply-adds per mini-batch from which a layer's tiled kernels run in parallel.
+#: One layer step (forward + fused update), float32 / float64: 78,400 (10x784x10) 0.82 /
+#: 0.90, 32,000 (32x100x10) 0.96 / 0.95; from 100,000 (10x100x100) on every shape gains,
+#: 1.67 / 1.71 there, 1.5-2.1 above. (The per-equation kernels of strategy="parallel",
+#: --kind plain, gain from ~30,000: 1.29 at 32x100x10, 1.08 at 10x784x10.)
 TILED_PARALLEL_MIN_MACS = 100_000
-#: Parameters from which the update kernel runs in parallel.
-PARALLEL_MIN_PARAMS = 200_000
+#: Parameters from which the optimiser step (momentum, Nesterov, Adam; plain SGD is
+#: folded into the tiled update) runs in parallel. adam_update, float32: 23,860
+#: parameters 1.16, 50,000 1.40, 79,510 1.69, 200,000 1.78, 1.86M 2.07; 5,000 0.52.
+PARALLEL_MIN_PARAMS = 50_000
 
 CPU_STRATEGIES = ("auto", "serial", "parallel", "tiled")
 SERIAL, PARALLEL, TILED, TILED_PARALLEL = 0, 1, 2, 3
