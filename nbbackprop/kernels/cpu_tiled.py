@@ -708,6 +708,35 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
         _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
 
 
+def _sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
+                              out_next, act):  # fmt: skip
+    r""":func:`sgd_layer_update_tiled` on this mini-batch, then :func:`weighted_sums_tiled`
+    of the next one (``a_next`` → ``z_next``, ``out_next``) in the same parallel region.
+
+    Each thread updates its rows of ``W`` and ``b`` and at once computes its neurons'
+    weighted sums of the next mini-batch with them: no thread reads another's rows, so
+    one fork/join does the work of two, with the same arithmetic in the same order
+    (results bitwise those of the two kernels). Only valid when the forward pass of
+    ``a_next`` splits by neurons (:func:`forward_splits_by_neurons`) and ``act`` is not
+    softmax; the training driver checks both.
+    """
+    step = W.dtype.type(eta * inv_m)
+    keep = W.dtype.type(1.0 - eta * l2)
+    parts = _threads()
+    for part in prange(parts):
+        # a prange index may be unsigned: int64 * uint64 is float64
+        p = np.int64(part)
+        _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
+        _weighted_sums_part(W, b, a_next, z_next, out_next, act, p, parts)
+
+
+@njit(cache=True, error_model=ERROR_MODEL)
+def forward_splits_by_neurons(W, m):
+    """Whether :func:`weighted_sums_tiled` of ``m`` samples gives each thread a run of
+    neurons, the same rows of ``W`` that :func:`sgd_layer_update_tiled` gives it."""
+    return _forward_by_cols(W, m, _threads())
+
+
 def _compile_pair(body):
     """``(name, name_serial)`` compilations of a kernel body, as ``_compile_twice`` in
     :mod:`~nbbackprop.kernels.cpu`; the serial copy also sees one thread (one part)."""
@@ -726,3 +755,6 @@ weighted_sums_tiled, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_t
 hidden_delta_tiled, hidden_delta_tiled_serial = _compile_pair(_hidden_delta_tiled)
 weight_grads_tiled, weight_grads_tiled_serial = _compile_pair(_weight_grads_tiled)
 sgd_layer_update_tiled, sgd_layer_update_tiled_serial = _compile_pair(_sgd_layer_update_tiled)
+sgd_update_forward_tiled = njit(
+    parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL
+)(_sgd_update_forward_tiled)

@@ -218,10 +218,13 @@ def _update(params, grads, state, opt, hyper, m, n_w, t, parallel):
 # FORWARD, OUTPUT_ERROR, HIDDEN_DELTA, GRADS, SGD_LAYER, FORWARD_PASS, BACKWARD,
 # BACKWARD_SGD and STEP are bound by _specialise; ``par[l] % 2`` is 1 for a parallel layer in both
 # families (SERIAL, PARALLEL = 0, 1; TILED, TILED_PARALLEL = 2, 3).
-def _forward_body(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par):
-    """The forward pass of ``m`` samples whose inputs are the rows of ``a0``."""
+def _forward_body(
+    params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, l_first
+):  # fmt: skip
+    """The forward pass of ``m`` samples whose inputs are the rows of ``a0``, from layer
+    ``l_first`` on (the layers below it already done)."""
     L = sizes.shape[0] - 1
-    for l in range(L):
+    for l in range(l_first, L):
         W, b = _weights(params, sizes, w_off, b_off, l)
         a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
         z = _rows(zbuf, cap * z_off[l], m, sizes[l + 1])
@@ -254,9 +257,10 @@ def _backward_body(
 
 def _backward_sgd_body(
     params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y, costs,
-    cap, m, par, eta, l2, pack,
+    cap, m, par, eta, l2, pack, lowest,
 ):  # fmt: skip
-    """BP1–BP4 and the SGD step fused layer by layer; returns Σ_x C_x.
+    """BP1–BP4 and the SGD step fused layer by layer, down to layer ``lowest`` (BP2 into
+    a layer below it included: the caller updates that layer); returns Σ_x C_x.
 
     Layer l is updated as soon as BP2 has carried δ through its (old) weights; each
     segment of its gradient is applied while it is in L1. Nothing is updated when
@@ -269,7 +273,7 @@ def _backward_sgd_body(
     total = OUTPUT_ERROR(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)  # noqa: F821
     if not np.isfinite(total):
         return total
-    for l in range(L - 1, -1, -1):
+    for l in range(L - 1, lowest - 1, -1):
         delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
         a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
         W, b = _weights(params, sizes, w_off, b_off, l)
@@ -289,7 +293,7 @@ def _step_body(
     """One mini-batch: forward, backward into ``grads``, then the optimiser's update
     (skipped when the cost is not finite); returns Σ_x C_x."""
     L = sizes.shape[0] - 1
-    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
+    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, 0)  # noqa: F821
     total = BACKWARD(  # noqa: F821
         params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
         costs, cap, m, par, pack,
@@ -300,31 +304,20 @@ def _step_body(
     return total
 
 
-def _step_sgd_body(
-    params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
-    abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
-):  # fmt: skip
-    """One mini-batch of plain SGD with the gradients folded into the update."""
-    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
-    total = BACKWARD_SGD(  # noqa: F821
-        params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
-        costs, cap, m, par, hyper[ETA], hyper[L2], pack,
-    )  # fmt: skip
-    if np.isfinite(total):
-        step[0] += 1
-    return total
+@njit(cache=True, inline="always")
+def _consecutive(order, start, m):
+    """Whether the mini-batch's samples are consecutive rows of ``X``."""
+    for i in range(m):
+        if order[start + i] != order[start] + i:
+            return False
+    return True
 
 
 @njit(cache=True, inline="always")
 def _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out):
     """The inputs and targets of a mini-batch: views of ``X`` and ``Y`` when its
     samples are consecutive rows, else copies gathered into the buffers."""
-    consecutive = True
-    for i in range(m):
-        if order[start + i] != order[start] + i:
-            consecutive = False
-            break
-    if consecutive:
+    if _consecutive(order, start, m):
         first = order[start]
         return X[first : first + m], Y[first : first + m]
     a0 = _rows(abuf, 0, m, n_in)
@@ -401,6 +394,66 @@ def _train_body(
     return last - first
 
 
+def _train_sgd_body(
+    params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
+    X, Y, order, batch_size, first, last,
+    abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
+):  # fmt: skip
+    """:func:`_train_body` for plain SGD with the gradients folded into the update.
+
+    Layer 0's update and the next mini-batch's layer-0 forward pass share one parallel
+    region (:func:`~nbbackprop.kernels.cpu_tiled.sgd_update_forward_tiled`) when both
+    split ``W^0`` by rows and the next mini-batch is read in place: one fork/join per
+    mini-batch fewer (W1: 5,000 per epoch), the same arithmetic.
+    """
+    n = order.shape[0]
+    L = sizes.shape[0] - 1
+    cap = min(batch_size, n)
+    eta = hyper[ETA]
+    l2 = hyper[L2]
+    # Allocated once per call (a call runs many mini-batches), not per mini-batch.
+    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
+    W0, b0 = _weights(params, sizes, w_off, b_off, 0)
+    nabla_w0, _ = _weights(grads, sizes, w_off, b_off, 0)
+    skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
+    ready = 0  # 1 when this mini-batch's layer-0 forward pass is already done
+    for i in range(first, last):
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, sizes[0], sizes[L])
+        if i + 1 < last:
+            _prefetch_batch(X, order, start + batch_size, batch_size)
+        FORWARD_PASS(  # noqa: F821
+            params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
+        )
+        total = BACKWARD_SGD(  # noqa: F821
+            params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
+            costs, cap, m, par, eta, l2, pack, 1,
+        )  # fmt: skip
+        mean_cost = total / m
+        batch_costs[i] = mean_cost
+        if not np.isfinite(mean_cost):
+            return i - first
+        delta0 = _rows(dbuf, cap * z_off[0], m, sizes[1])
+        inv_m = 1.0 / m
+        ready = 0
+        if skew and i + 1 < last:
+            start_n = start + batch_size
+            m_n = min(batch_size, n - start_n)
+            if _consecutive(order, start_n, m_n) and t.forward_splits_by_neurons(W0, m_n):
+                row = order[start_n]
+                t.sgd_update_forward_tiled(
+                    W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, X[row : row + m_n],
+                    _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
+                    _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0],
+                )  # fmt: skip
+                ready = 1
+        if ready == 0:
+            SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, par[0] % 2, pack)  # noqa: F821
+        step[0] += 1
+    return last - first
+
+
 def _forward_rows_body(
     params, sizes, acts, w_off, b_off, a_off, z_off, X, out, abuf, zbuf, cap, par
 ):  # fmt: skip
@@ -412,7 +465,9 @@ def _forward_rows_body(
         a0 = X[start : start + m]
         if start + m < n:
             _prefetch_batch(X, order, start + m, cap)
-        FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par)  # noqa: F821
+        FORWARD_PASS(  # noqa: F821
+            params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, 0
+        )
         out[start : start + m] = _rows(abuf, cap * a_off[L], m, sizes[L])
 
 
@@ -422,7 +477,7 @@ def _batch_gradients_body(
 ):  # fmt: skip
     m = X.shape[0]
     pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
-    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, X, abuf, zbuf, m, m, par)  # noqa: F821
+    FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, X, abuf, zbuf, m, m, par, 0)  # noqa: F821
     return BACKWARD(  # noqa: F821
         params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, abuf, dbuf, Y, costs,
         m, m, par, pack,
@@ -446,10 +501,10 @@ def _family(name, **kernels):
     }
     if "SGD_LAYER" in kernels:
         bwd_sgd = _specialise(_backward_sgd_body, f"_backward_sgd_{name}", **part, **kernels)
-        step = _specialise(
-            _step_sgd_body, f"_step_sgd_{name}", **part, FORWARD_PASS=fwd, BACKWARD_SGD=bwd_sgd
-        )
-        out["train_sgd"] = _specialise(_train_body, f"_train_sgd_{name}", STEP=step)
+        out["train_sgd"] = _specialise(
+            _train_sgd_body, f"_train_sgd_{name}", FORWARD_PASS=fwd, BACKWARD_SGD=bwd_sgd,
+            SGD_LAYER=kernels["SGD_LAYER"],
+        )  # fmt: skip
     return out
 
 
