@@ -98,15 +98,10 @@ def _copy_state(src_params, src_state, src_step, dst_params, dst_state, dst_step
     dst_step[0] = src_step[0]
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    """The elements of ``a`` as a 1-D array: a view when ``a`` is contiguous."""
-    return np.ascontiguousarray(a).reshape(-1)
-
-
 def all_finite(a: np.ndarray) -> bool:
     """True when every element of the float array ``a`` (any shape) is finite (a
-    compiled scan)."""
-    return bool(_all_finite(_flat(a)))
+    compiled scan; no copy when ``a`` is contiguous)."""
+    return bool(_all_finite(np.ascontiguousarray(a).reshape(-1)))
 
 
 # ------------------------------------------------------------------------- network state
@@ -165,9 +160,9 @@ def check_network_state(net, *, finite: bool = True, writeable: bool = False) ->
                     f"(it was replaced, not assigned into); write net.{kind}[{l}][...] = "
                     f"new_values (shape {shape}) instead of net.{kind}[{l}] = new_values"
                 )
-    if finite and not _all_finite(p):
+    if finite and not all_finite(p):
         raise ValueError(f"weights/biases: {_describe_nonfinite(net)}")
-    if writeable and finite and not _all_finite(_flat(net.opt_state)):
+    if writeable and finite and not all_finite(net.opt_state):
         raise ValueError(
             "opt_state: the optimiser's state holds NaN/inf; reset it (fit with another "
             "optimizer, or re-create the network) before training"
@@ -226,7 +221,7 @@ class TrainingGuard:
 
     def _finite(self) -> bool:
         net = self.net
-        return bool(_all_finite(net.params)) and bool(_all_finite(_flat(net.opt_state)))
+        return all_finite(net.params) and all_finite(net.opt_state)
 
     # ------------------------------------------------------------------ training loop
     def start_epoch(self, epoch: int, eta: float | None = None) -> None:
