@@ -256,11 +256,11 @@ def _backward_body(
 
 
 def _backward_sgd_body(
-    params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y, costs,
-    cap, m, par, eta, l2, pack, lowest,
+    params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
+    cap, m, par, eta, l2, pack,
 ):  # fmt: skip
-    """BP1–BP4 and the SGD step fused layer by layer, down to layer ``lowest`` (BP2 into
-    a layer below it included: the caller updates that layer); returns Σ_x C_x.
+    """BP1–BP4 and the SGD step fused layer by layer down to layer 1, BP2 into layer 0
+    included (:func:`_train_sgd_body` updates layer 0); returns Σ_x C_x.
 
     Layer l is updated as soon as BP2 has carried δ through its (old) weights; each
     segment of its gradient is applied while it is in L1. Nothing is updated when
@@ -273,14 +273,13 @@ def _backward_sgd_body(
     total = OUTPUT_ERROR(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)  # noqa: F821
     if not np.isfinite(total):
         return total
-    for l in range(L - 1, lowest - 1, -1):
+    for l in range(L - 1, 0, -1):
         delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
-        a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
+        a_prev = _rows(abuf, cap * a_off[l], m, sizes[l])
         W, b = _weights(params, sizes, w_off, b_off, l)
-        if l > 0:
-            delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
-            scratch = grads[w_off[l] : w_off[l] + W.size]
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
+        delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
+        scratch = grads[w_off[l] : w_off[l] + W.size]
+        HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
         nabla_w, _ = _weights(grads, sizes, w_off, b_off, l)
         SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, par[l] % 2, pack)  # noqa: F821
     return total
@@ -367,6 +366,19 @@ def _prefetch_batch(X, order, start, m):
             _prefetch(X, row + e)
 
 
+@njit(cache=True, inline="always")
+def _batch(X, Y, order, i, batch_size, last, abuf, ybuf, n_in, n_out):
+    """Mini-batch ``i``: its first position in ``order``, its size and its inputs and
+    targets (:func:`_batch_inputs`); the next one's rows are prefetched when the run
+    (mini-batches up to ``last``) goes on."""
+    start = i * batch_size
+    m = min(batch_size, order.shape[0] - start)
+    a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out)
+    if i + 1 < last:
+        _prefetch_batch(X, order, start + batch_size, batch_size)
+    return start, m, a0, y
+
+
 def _train_body(
     params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
     X, Y, order, batch_size, first, last,
@@ -378,11 +390,7 @@ def _train_body(
     # Allocated once per call (a call runs many mini-batches), not per mini-batch.
     pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     for i in range(first, last):
-        start = i * batch_size
-        m = min(batch_size, n - start)
-        a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, sizes[0], sizes[L])
-        if i + 1 < last:
-            _prefetch_batch(X, order, start + batch_size, batch_size)
+        _, m, a0, y = _batch(X, Y, order, i, batch_size, last, abuf, ybuf, sizes[0], sizes[L])
         total = STEP(  # noqa: F821
             params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
             abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
@@ -418,17 +426,13 @@ def _train_sgd_body(
     skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
     ready = 0  # 1 when this mini-batch's layer-0 forward pass is already done
     for i in range(first, last):
-        start = i * batch_size
-        m = min(batch_size, n - start)
-        a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, sizes[0], sizes[L])
-        if i + 1 < last:
-            _prefetch_batch(X, order, start + batch_size, batch_size)
+        start, m, a0, y = _batch(X, Y, order, i, batch_size, last, abuf, ybuf, sizes[0], sizes[L])
         FORWARD_PASS(  # noqa: F821
             params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
         )
         total = BACKWARD_SGD(  # noqa: F821
-            params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
-            costs, cap, m, par, eta, l2, pack, 1,
+            params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
+            cap, m, par, eta, l2, pack,
         )  # fmt: skip
         mean_cost = total / m
         batch_costs[i] = mean_cost
