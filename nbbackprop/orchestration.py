@@ -107,12 +107,25 @@ class Plan:
         return "\n".join(lines)
 
 
-_LAYER_KERNELS = ("weighted_sums", "output_delta|hidden_delta", "weight_grads", "bias_grads")
+_LAYER_KERNELS = ("weighted_sums", "output_delta", "hidden_delta", "weight_grads", "bias_grads")
 _TILED_KERNELS = (
     "weighted_sums_tiled",
-    "output_delta|hidden_delta_tiled",
+    "output_delta",
+    "hidden_delta_tiled",
     "sgd_layer_update_tiled (SGD) | weight_grads_tiled, bias_grads",
 )
+
+
+def _layer_kernels(names, layer: int, last: int) -> tuple[str, ...]:
+    """The kernels of weight layer ``layer``: BP1 (output_delta) only for the last one,
+    BP2 through its W (hidden_delta, into layer l-1: the same m·n_in·n_out
+    multiply-adds as its forward pass) for every layer but the first."""
+    return tuple(
+        n
+        for n in names
+        if not (n.startswith("output_delta") and layer != last)
+        and not (n.startswith("hidden_delta") and layer == 0)
+    )
 
 
 def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | None = None) -> Plan:
@@ -139,6 +152,7 @@ def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | Non
             else:
                 variant = "tiled"
                 reason = f"tiled; {macs:,} multiply-adds per batch < {TILED_PARALLEL_MIN_MACS:,}"
+        kernels = _layer_kernels(kernels, l, len(sizes) - 2)
         layers.append(LayerPlan(l, n_in, n_out, variant, kernels, reason))
     if n_params is None:
         n_params = sum(int(sizes[l + 1]) * (int(sizes[l]) + 1) for l in range(len(sizes) - 1))

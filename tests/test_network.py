@@ -116,6 +116,50 @@ def test_fit_epoch_matches_reference(sizes, dtype, batch_size, strategy, rng):
     assert_close(hist["train_cost"], ref_costs, dtype, scale=10)
 
 
+# Networks whose BP2 runs in parallel (layer l >= 1 of >= TILED_PARALLEL_MIN_MACS) or on
+# the transposed dot path (all of m, n_l, n_l+1 >= BP2_DOT_MIN) use the full tiled driver
+# family; every smaller one uses the family without those paths (_TILED_SMALL).
+LARGE_BP2 = [
+    ([20, 300, 400, 3], 8, np.float64),  # BP2 through W^1 in parallel, axpy path
+    ([20, 70, 130, 3], 64, np.float32),  # BP2 through W^1 in parallel, dot path
+]
+
+
+@pytest.mark.parametrize("sizes, batch_size, dtype", LARGE_BP2)
+def test_large_bp2_drivers_match_reference(sizes, batch_size, dtype, rng):
+    from nbbackprop.kernels import cpu_train
+
+    net = nb.Network(sizes, dtype=dtype.__name__, seed=3)
+    X, Y, _ = make_data(rng, sizes, 2 * batch_size + 5, dtype)
+    par = net.plan(batch_size).flags
+    assert cpu_train._family_of(par, np.array(sizes), batch_size) is cpu_train._TILED
+    W, b = ref_params(net)
+    nw_ref, nb_ref, _ = ref.mean_gradients(
+        W, b, net.activations, "quadratic", X.astype(np.float64), Y.astype(np.float64)
+    )
+    nabla_w, nabla_b = net.backprop(X, Y)
+    for l in range(len(W)):
+        assert_close(nabla_w[l], nw_ref[l], dtype, scale=10)
+        assert_close(nabla_b[l], nb_ref[l], dtype, scale=10)
+    ref.sgd_epoch(W, b, net.activations, "quadratic", X.astype(np.float64),
+                  Y.astype(np.float64), batch_size, 0.5)  # fmt: skip
+    net.fit(X, Y, epochs=1, batch_size=batch_size, eta=0.5, shuffle=False)
+    for l in range(len(W)):
+        assert_close(net.weights[l], W[l], dtype, scale=10)
+        assert_close(net.biases[l], b[l], dtype, scale=10)
+
+
+def test_small_bp2_family_is_chosen_for_small_networks():
+    from nbbackprop.kernels import cpu_train
+
+    for sizes, m in [([784, 30, 10], 10), ([784, 100, 10], 32), ([5, 4, 3], 4)]:
+        par = nb.Network(sizes, seed=0).plan(m).flags
+        family = cpu_train._family_of(par, np.array(sizes), m)
+        assert family is cpu_train._TILED_SMALL, sizes
+    par = nb.Network([784, 30, 10], seed=0).plan(10, strategy="parallel").flags
+    assert cpu_train._family_of(par, np.array([784, 30, 10]), 10) is cpu_train._PLAIN
+
+
 def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
     sizes = [5, 4, 3]
     X, Y, labels = make_data(rng, sizes, 20)

@@ -546,6 +546,14 @@ def _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, p, parts):
             _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def hidden_delta_axpy_serial(W_next, delta_next, a, delta, act, pack):
+    """:func:`hidden_delta_tiled_serial` by its axpy path alone, for a driver whose every
+    BP2 runs on one thread below :data:`BP2_DOT_MIN`: it compiles neither the parallel
+    kernel nor the transpose and dot path (~4 s of a cold start)."""
+    _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, np.int64(0), np.int64(1))
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, first, scale):
     """``C[c_row + r, c_col:+n] (+)= scale Σ_x δ[x, j0 + r] a_prev[x, k]`` for the rows

@@ -132,6 +132,12 @@ def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scrat
 
 
 @njit(cache=True, inline="always")
+def _small_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
+    """BP2 of a network whose every BP2 is serial and small (:func:`_small_bp2`)."""
+    t.hidden_delta_axpy_serial(W, delta, a_prev, delta_prev, act, pack)
+
+
+@njit(cache=True, inline="always")
 def _plain_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
     if parallel:
         k.weight_grads(delta, a_prev, nabla_w)
@@ -154,7 +160,12 @@ def _tiled_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
 @njit(cache=True, inline="always")
 def _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, parallel, pack):
     if parallel:
-        t.sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
+        # sgd_layer_update_tiled is this with no next mini-batch (0 rows): one parallel
+        # kernel to compile instead of two (~2 s of a cold start), the same arithmetic
+        t.sgd_update_forward_tiled(
+            W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_prev[:0], delta[:0], delta[:0],
+            np.int64(0),
+        )  # fmt: skip
     else:
         t.sgd_layer_update_tiled_serial(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
 
@@ -246,11 +257,12 @@ def _backward_body(
         a_prev = a0 if l == 0 else _rows(abuf, cap * a_off[l], m, sizes[l])
         nabla_w, nabla_b = _weights(grads, sizes, w_off, b_off, l)
         if l > 0:
-            # BP2 first: it may use this layer's gradient rows as scratch
+            # BP2 first: it may use this layer's gradient rows as scratch. Through W^l it
+            # is m·n_l·n_{l+1} multiply-adds, layer l's forward work: it runs as layer l.
             W, _ = _weights(params, sizes, w_off, b_off, l)
             delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
             scratch = grads[w_off[l] : w_off[l] + W.size]
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l] % 2, pack, scratch)  # noqa: F821
         GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
     return total
 
@@ -279,7 +291,8 @@ def _backward_sgd_body(
         W, b = _weights(params, sizes, w_off, b_off, l)
         delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
         scratch = grads[w_off[l] : w_off[l] + W.size]
-        HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l - 1] % 2, pack, scratch)  # noqa: F821
+        # BP2 through W^l: layer l's forward work, so it runs as layer l does
+        HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l] % 2, pack, scratch)  # noqa: F821
         nabla_w, _ = _weights(grads, sizes, w_off, b_off, l)
         SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, par[l] % 2, pack)  # noqa: F821
     return total
@@ -528,9 +541,33 @@ _TILED = _family(
     SGD_LAYER=_tiled_sgd_layer,
 )
 
+# The tiled family again, for networks whose every BP2 runs serially on the axpy path
+# (W1): its drivers do not contain the parallel BP2 kernel nor the transpose and dot
+# path, a third of W1's cold compilation. forward_rows has no BP2 and stays in _TILED.
+_TILED_SMALL = _family(
+    "tiled_small",
+    FORWARD=_tiled_forward,
+    OUTPUT_ERROR=_tiled_output_error,
+    HIDDEN_DELTA=_small_hidden_delta,
+    GRADS=_tiled_grads,
+    SGD_LAYER=_tiled_sgd_layer,
+)
 
-def _family_of(par):
-    return _TILED if par[0] >= TILED else _PLAIN
+
+def _small_bp2(sizes, par, m) -> bool:
+    """Whether every BP2 of mini-batches of ``m`` samples runs serially (layer l's flag,
+    l ≥ 1) on the axpy path of :func:`~nbbackprop.kernels.cpu_tiled.hidden_delta_tiled`
+    (some dimension below ``BP2_DOT_MIN``)."""
+    return all(
+        par[l] % 2 == 0 and min(m, sizes[l], sizes[l + 1]) < t.BP2_DOT_MIN
+        for l in range(1, sizes.shape[0] - 1)
+    )
+
+
+def _family_of(par, sizes=None, m=0):
+    if par[0] < TILED:
+        return _PLAIN
+    return _TILED_SMALL if sizes is not None and _small_bp2(sizes, par, m) else _TILED
 
 
 # ------------------------------------------------------------------ public drivers
@@ -548,7 +585,7 @@ def train_batches(
     number of mini-batches completed. With plain SGD and ``par[L+1]`` set, the weight
     gradients are folded into the update.
     """
-    family = _family_of(par)
+    family = _family_of(par, sizes, min(batch_size, order.shape[0]))
     L = sizes.shape[0] - 1
     fused = opt == SGD and par[L + 1] != 0 and "train_sgd" in family
     return family["train_sgd" if fused else "train"](
@@ -574,7 +611,7 @@ def batch_gradients(
     ``grads`` receives the gradients summed over the rows, ``costs`` each row's C_x;
     returns Σ_x C_x.
     """
-    return _family_of(par)["batch_gradients"](
+    return _family_of(par, sizes, X.shape[0])["batch_gradients"](
         params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, Y, abuf, zbuf, dbuf,
         costs, par,
     )  # fmt: skip
