@@ -196,6 +196,7 @@ def test_hidden_delta(shape, act, dtype, tiled, rng):
             for k in _variants(cpu_tiled, "hidden_delta_tiled")
             for s in (scratch, scratch[:0])  # transpose + dot tiles, or axpy tiles
         ]
+        kernels.append(lambda *args: cpu_tiled.hidden_delta_axpy_serial(*args, pack))
     else:
         kernels = _variants(cpu, "hidden_delta")
     for kernel in kernels:
@@ -249,7 +250,9 @@ def test_sgd_layer_update_tiled_matches_the_unfused_kernels(shape, l2, dtype, rn
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(10, 784, 30), (7, 50, 40), (1, 33, 17), (12, 9, 30)])
+@pytest.mark.parametrize(
+    "shape", [(10, 784, 30), (32, 784, 100), (7, 50, 40), (1, 33, 17), (12, 9, 30)]
+)
 @pytest.mark.parametrize("act", [fn.SIGMOID, fn.RELU])
 def test_sgd_update_forward_tiled_is_the_two_kernels_bitwise(shape, act, dtype, rng):
     """One parallel region for layer 0's update and the next mini-batch's forward pass:
@@ -273,6 +276,13 @@ def test_sgd_update_forward_tiled_is_the_two_kernels_bitwise(shape, act, dtype, 
     )
     for got, want in ((W2, W1), (b2, b1), (z2, z1), (o2, o1)):
         np.testing.assert_array_equal(got, want)
+    # with a 0-row next mini-batch it is sgd_layer_update_tiled (the driver's use)
+    W3, b3 = W.copy(), b.copy()
+    cpu_tiled.sgd_update_forward_tiled(
+        W3, b3, delta, a_prev, 0.7, 1.0 / m, 0.01, g2, pack, a_next[:0], z2[:0], o2[:0], act
+    )
+    np.testing.assert_array_equal(W3, W1)
+    np.testing.assert_array_equal(b3, b1)
 
 
 # ------------------------------------------------------------------- updates

@@ -361,7 +361,7 @@ def _forward_by_cols(W, m, parts):
     return (
         W.size * W.itemsize <= OWN_ROWS_BYTES
         and tile_count(W.shape[0]) >= 4 * parts
-        and tile_count(m) < 4 * parts
+        and tile_count(m) <= 4 * parts
     )
 
 
@@ -410,16 +410,18 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     ``a_prev`` and ``W`` are contiguous along k); the bias is added as the tile is
     stored, σ by a vectorised pass over each thread's part of the rows afterwards.
 
-    Work split: for a small mini-batch (fewer than 4 sample tiles per thread) whose
-    ``W`` fits in the threads' L2 (:data:`OWN_ROWS_BYTES`) and has at least 4 neuron
-    tiles per thread, each thread owns a contiguous run of neurons, the same rows of
-    ``W`` that it updates in :func:`sgd_layer_update_tiled`, so that ``W`` never
-    moves between cores (splitting W1's forward pass by samples instead cost more
-    than the second core gained). Otherwise each thread owns a run of sample tiles,
-    ``W`` is walked in blocks of rows that stay in L2 while the thread's tiles pass
-    over them, and σ runs over the thread's rows as one contiguous vector (narrow
-    rows, such as a 10-wide output layer, would otherwise leave σ mostly in the
-    scalar remainder of the vectorised loop).
+    Work split: for a small mini-batch (at most 4 sample tiles per thread: W1's 10
+    samples, W2's 32) whose ``W`` fits in the threads' L2 (:data:`OWN_ROWS_BYTES`) and
+    has at least 4 neuron tiles per thread, each thread owns a contiguous run of
+    neurons, the same rows of ``W`` that it updates in :func:`sgd_layer_update_tiled`,
+    so that ``W`` never moves between cores (splitting W1's forward pass by samples
+    instead cost more than the second core gained; W2's epoch is 107 → 93 ms split by
+    neurons, as then its update and next forward pass also share one parallel
+    region; at 64 and 128 samples the two splits measured within noise). Otherwise
+    each thread owns a run of sample tiles, ``W`` is walked in blocks of rows that
+    stay in L2 while the thread's tiles pass over them, and σ runs over the thread's
+    rows as one contiguous vector (narrow rows, such as a 10-wide output layer, would
+    otherwise leave σ mostly in the scalar remainder of the vectorised loop).
     """
     parts = _threads()
     for part in prange(parts):
