@@ -58,6 +58,11 @@ BLOCK_BYTES = 1 << 19
 #: AVX-512 vectors) to amortise a tile's set-up, short enough that 4 output rows and
 #: 4 operand rows stay in a 32 KiB L1.
 AXPY_BYTES = 2048
+#: Most bytes of a row segment of an update whose samples are read in place (fewer than
+#: :data:`PACK_MIN_ROWS`): there the tile set-up is paid per segment and sample tile,
+#: and longer segments measured faster (AXPY_BYTES → 4096: W1 epoch 92 → 84–87 ms,
+#: W2's update 32 → 29 µs); packed updates (W3) measured slower with them (625 → 666 ms).
+WIDE_BYTES = 4096
 #: Largest ``W`` (bytes) whose rows each thread keeps for itself, in the forward pass
 #: as in the update: about what the two cores' L2 hold besides the activations.
 OWN_ROWS_BYTES = 1 << 20
@@ -87,6 +92,7 @@ def pack_size(dtype, threads: int | None = None) -> int:
 
 @njit(cache=True)
 def _part_elems(itemsize):
+    # an unpacked update's 4-row tile of WIDE_BYTES segments fits too: 4 < PACK_ROWS
     return (PACK_ROWS + 4) * (AXPY_BYTES // itemsize + _PAD)
 
 
@@ -307,6 +313,16 @@ def _tile_span(t_lo, t_hi, n):
 def _axpy_cols(itemsize):
     """Columns of an axpy row segment: :data:`AXPY_BYTES` of them."""
     return AXPY_BYTES // itemsize
+
+
+@njit(cache=True, error_model=ERROR_MODEL)
+def _wide_cols(n, itemsize):
+    """Columns of a segment of an unpacked update's ``n``-column rows: as few segments
+    of at most :data:`WIDE_BYTES` as cover a row, of even length in whole cache lines."""
+    segments = -(-n // (WIDE_BYTES // itemsize))  # ceiling divisions
+    each = -(-n // segments)
+    line = 64 // itemsize
+    return -(-each // line) * line
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
@@ -585,16 +601,17 @@ def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
     m, n_out = delta.shape
     jt_lo, jt_hi = _share(tile_count(n_out), parts, p)
     n_in = a_prev.shape[1]
-    seg = _axpy_cols(a_prev.itemsize)
     rows = min(m, PACK_ROWS)
+    packed = rows >= PACK_MIN_ROWS
+    seg = _axpy_cols(a_prev.itemsize) if packed else _wide_cols(n_in, a_prev.itemsize)
     update = W.shape[0] > 0
     # float64 updates add each sample group straight into W. float32 ones sum the
-    # whole batch first: in a 4-row tile of the scratch that follows this thread's
-    # packed block when the batch is one block, else in G.
+    # whole batch first: in a 4-row tile of the scratch (after this thread's packed
+    # block when there is one) when the batch is one block, else in G.
     direct = update and W.itemsize == 8
     in_tile = update and not direct and rows == m
     ld = seg + _PAD
-    base = p * _part_elems(a_prev.itemsize) + PACK_ROWS * ld
+    base = p * _part_elems(a_prev.itemsize) + (PACK_ROWS * ld if packed else 0)
     T = as_rows(pack, base, 4, ld)
     for k_lo in range(0, n_in, seg):
         k_hi = min(k_lo + seg, n_in)
