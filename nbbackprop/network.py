@@ -44,7 +44,9 @@ class Workspace:
 
     def __init__(self, sizes: tuple[int, ...], cap: int, dtype: np.dtype, n_params: int):
         self.cap = cap
-        self.abuf = np.zeros(cap * sum(sizes), dtype=dtype)
+        # every layer's activations, then a second slot for gathered inputs (the SGD
+        # driver gathers the next mini-batch while this one's inputs are still read)
+        self.abuf = np.zeros(cap * (sum(sizes) + sizes[0]), dtype=dtype)
         self.zbuf = np.zeros(cap * sum(sizes[1:]), dtype=dtype)
         self.dbuf = np.zeros(cap * sum(sizes[1:]), dtype=dtype)
         self.ybuf = np.zeros(cap * sizes[-1], dtype=dtype)

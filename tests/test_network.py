@@ -180,6 +180,24 @@ def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
     assert not np.array_equal(a.params, d.params)
 
 
+def test_shuffled_fit_through_the_fused_layer0_region_matches_reference(rng):
+    # [784, 30, 10] in mini-batches of 10: layer 0 is tiled-parallel and split by
+    # neurons (2+ threads), so each shuffled next mini-batch is gathered into the
+    # second input slot while this one's inputs are still read by its update
+    sizes = [784, 30, 10]
+    X, Y, labels = make_data(rng, sizes, 47)
+    net = nb.Network(sizes, seed=1)
+    W, b = ref_params(net)
+    net.fit(X, labels, epochs=2, batch_size=10, eta=0.5, seed=42)
+    order_rng = np.random.default_rng(42)
+    for _ in range(2):
+        ref.sgd_epoch(W, b, net.activations, "quadratic", X, Y, 10, 0.5,
+                      order=order_rng.permutation(47))  # fmt: skip
+    for l in range(2):
+        assert_close(net.weights[l], W[l], np.float64)
+        assert_close(net.biases[l], b[l], np.float64)
+
+
 def test_strategies_agree_bitwise_for_a_thread_count(rng):
     sizes = [30, 40, 10]
     X, Y, _ = make_data(rng, sizes, 64)

@@ -326,23 +326,26 @@ def _consecutive(order, start, m):
 
 
 @njit(cache=True, inline="always")
+def _rows_of(X, order, start, m, buf, offset):
+    """Rows ``order[start:start+m]`` of ``X``: a view when they are consecutive, else
+    a copy gathered into ``buf`` from ``offset`` on."""
+    if _consecutive(order, start, m):
+        first = order[start]
+        return X[first : first + m]
+    out = _rows(buf, offset, m, X.shape[1])
+    # element loops: a slice assignment compiles to NumPy's broadcasting machinery
+    for i in range(m):
+        src, dst = X[order[start + i]], out[i]
+        for e in range(X.shape[1]):
+            dst[e] = src[e]
+    return out
+
+
+@njit(cache=True, inline="always")
 def _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out):
     """The inputs and targets of a mini-batch: views of ``X`` and ``Y`` when its
     samples are consecutive rows, else copies gathered into the buffers."""
-    if _consecutive(order, start, m):
-        first = order[start]
-        return X[first : first + m], Y[first : first + m]
-    a0 = _rows(abuf, 0, m, n_in)
-    y = _rows(ybuf, 0, m, n_out)
-    # element loops: a slice assignment compiles to NumPy's broadcasting machinery
-    for i in range(m):
-        x_row, a_row = X[order[start + i]], a0[i]
-        for e in range(n_in):
-            a_row[e] = x_row[e]
-        y_src, y_row = Y[order[start + i]], y[i]
-        for e in range(n_out):
-            y_row[e] = y_src[e]
-    return a0, y
+    return _rows_of(X, order, start, m, abuf, 0), _rows_of(Y, order, start, m, ybuf, 0)
 
 
 @intrinsic
@@ -424,8 +427,11 @@ def _train_sgd_body(
 
     Layer 0's update and the next mini-batch's layer-0 forward pass share one parallel
     region (:func:`~nbbackprop.kernels.cpu_tiled.sgd_update_forward_tiled`) when both
-    split ``W^0`` by rows and the next mini-batch is read in place: one fork/join per
-    mini-batch fewer (W1: 5,000 per epoch), the same arithmetic.
+    split ``W^0`` by rows: one fork/join per mini-batch fewer (W1: 5,000 per epoch),
+    the same arithmetic. The next mini-batch is read in place when its rows are
+    consecutive, else gathered first into the second input slot of ``abuf`` (after
+    the last layer's activations; the two slots alternate), so that this one's
+    inputs, which the update reads, stay where they are.
     """
     n = order.shape[0]
     L = sizes.shape[0] - 1
@@ -437,9 +443,19 @@ def _train_sgd_body(
     W0, b0 = _weights(params, sizes, w_off, b_off, 0)
     nabla_w0, _ = _weights(grads, sizes, w_off, b_off, 0)
     skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
-    ready = 0  # 1 when this mini-batch's layer-0 forward pass is already done
+    slots = (0, cap * (a_off[L] + sizes[L]))  # where gathered inputs go, in turn
+    two_slots = abuf.shape[0] >= slots[1] + cap * sizes[0]
+    slot = 0
+    ready = 0  # 1 when this mini-batch's inputs and layer-0 forward pass are ready
+    a0 = _rows(abuf, 0, 0, sizes[0])
     for i in range(first, last):
-        start, m, a0, y = _batch(X, Y, order, i, batch_size, last, abuf, ybuf, sizes[0], sizes[L])
+        start = i * batch_size
+        m = min(batch_size, n - start)
+        if ready == 0:
+            a0 = _rows_of(X, order, start, m, abuf, slots[slot])
+        y = _rows_of(Y, order, start, m, ybuf, 0)
+        if i + 1 < last:
+            _prefetch_batch(X, order, start + batch_size, batch_size)
         FORWARD_PASS(  # noqa: F821
             params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
         )
@@ -457,13 +473,16 @@ def _train_sgd_body(
         if skew and i + 1 < last:
             start_n = start + batch_size
             m_n = min(batch_size, n - start_n)
-            if _consecutive(order, start_n, m_n) and t.forward_splits_by_neurons(W0, m_n):
-                row = order[start_n]
+            in_place = _consecutive(order, start_n, m_n)
+            if (in_place or two_slots) and t.forward_splits_by_neurons(W0, m_n):
+                slot = 1 - slot
+                a_next = _rows_of(X, order, start_n, m_n, abuf, slots[slot])
                 t.sgd_update_forward_tiled(
-                    W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, X[row : row + m_n],
+                    W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, a_next,
                     _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
                     _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0],
                 )  # fmt: skip
+                a0 = a_next
                 ready = 1
         if ready == 0:
             SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, par[0] % 2, pack)  # noqa: F821
