@@ -735,17 +735,20 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
         _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
 
 
-def _sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                              out_next, act):  # fmt: skip
-    r""":func:`sgd_layer_update_tiled` on this mini-batch, then :func:`weighted_sums_tiled`
-    of the next one (``a_next`` → ``z_next``, ``out_next``) in the same parallel region.
+def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
+                          out_next, act, update):  # fmt: skip
+    r"""When ``update``, :func:`sgd_layer_update_tiled` on this mini-batch; then
+    :func:`weighted_sums_tiled` of ``a_next`` (→ ``z_next``, ``out_next``), in one
+    parallel region.
 
     Each thread updates its rows of ``W`` and ``b`` and at once computes its neurons'
     weighted sums of the next mini-batch with them: no thread reads another's rows, so
     one fork/join does the work of two, with the same arithmetic in the same order
-    (results bitwise those of the two kernels). Only valid when the forward pass of
-    ``a_next`` splits by neurons (:func:`forward_splits_by_neurons`) and ``act`` is not
-    softmax; the training driver checks both.
+    (results bitwise those of the two kernels). With the update, only valid when the
+    forward pass of ``a_next`` splits by neurons (:func:`forward_splits_by_neurons`)
+    and ``act`` is not softmax; the training driver checks both. Without it, this is
+    the parallel region of :func:`weighted_sums_tiled`: one parallel kernel compiled
+    for both (~1.4 s of a cold start).
     """
     step = W.dtype.type(eta * inv_m)
     keep = W.dtype.type(1.0 - eta * l2)
@@ -753,8 +756,36 @@ def _sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
         p = np.int64(part)
-        _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
+        if update:
+            _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
         _weighted_sums_part(W, b, a_next, z_next, out_next, act, p, parts)
+
+
+update_forward_tiled = njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(
+    _update_forward_tiled
+)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
+                             out_next, act):  # fmt: skip
+    """:func:`sgd_layer_update_tiled` on this mini-batch, then :func:`weighted_sums_tiled`
+    of the next one, in one parallel region (:func:`update_forward_tiled`)."""
+    update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
+                         out_next, act, np.bool_(True))  # fmt: skip
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def weighted_sums_tiled(W, b, a_prev, z, a, act):
+    """Forward pass of one layer on every thread: the work of
+    :func:`weighted_sums_tiled_serial`, split as its notes say, run as the parallel
+    region of :func:`update_forward_tiled` without the update (whose arguments it never
+    reads: empty views of these stand in for them)."""
+    update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, W, b, a_prev, z, a, act,
+                         np.bool_(False))  # fmt: skip
+    if act == SOFTMAX and _forward_by_cols(W, a_prev.shape[0], _threads()):
+        for x in range(a_prev.shape[0]):  # needs whole rows, written by every thread
+            _softmax_row(z[x], a[x])
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
@@ -778,10 +809,8 @@ def _compile_pair(body):
     )
 
 
-weighted_sums_tiled, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_tiled)
+# the parallel compilation is weighted_sums_tiled above
+_, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_tiled)
 hidden_delta_tiled, hidden_delta_tiled_serial = _compile_pair(_hidden_delta_tiled)
 weight_grads_tiled, weight_grads_tiled_serial = _compile_pair(_weight_grads_tiled)
 sgd_layer_update_tiled, sgd_layer_update_tiled_serial = _compile_pair(_sgd_layer_update_tiled)
-sgd_update_forward_tiled = njit(
-    parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL
-)(_sgd_update_forward_tiled)
