@@ -16,7 +16,8 @@ CPU strategies
     The register-tiled, cache-blocked kernels (``*_tiled``) in every layer, with
     plain SGD's weight gradient folded into the update; a layer's tiled kernels run
     in parallel when its multiply-adds per mini-batch reach
-    :data:`TILED_PARALLEL_MIN_MACS`.
+    :data:`TILED_PARALLEL_MIN_MACS` (BP2 through a layer's W, into the layer below,
+    is that layer's: the same m·n_in·n_out multiply-adds).
 ``"auto"`` (default)
     The fastest measured choice per layer; at present the same as ``"tiled"``.
 
