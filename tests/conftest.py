@@ -14,6 +14,24 @@ def assert_close(actual, expected, dtype, scale=1.0):
     np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype] * scale, atol=ATOL[dtype] * scale)
 
 
+def assert_backprop_matches_reference(net, X, Y, dtype):
+    """``net.backprop`` and ``net.cost`` against the float64 NumPy reference
+    (``reference.mean_gradients``) for ``net``'s present parameters."""
+    import reference as ref
+
+    W = [w.astype(np.float64) for w in net.weights]
+    b = [v.astype(np.float64) for v in net.biases]
+    nw_ref, nb_ref, c_ref = ref.mean_gradients(
+        W, b, net.activations, net.cost_name, X.astype(np.float64), Y.astype(np.float64)
+    )
+    nabla_w, nabla_b = net.backprop(X, Y)
+    for l in range(len(W)):
+        assert nabla_w[l].shape == W[l].shape and nabla_b[l].shape == b[l].shape
+        assert_close(nabla_w[l], nw_ref[l], dtype, scale=10)
+        assert_close(nabla_b[l], nb_ref[l], dtype, scale=10)
+    assert_close(net.cost(X, Y), c_ref, dtype)
+
+
 def numeric_grads(net, X, Y, h=1e-6, indices=None):
     """Float64 central differences of ``net.cost(X, Y)`` for the parameters in ``indices``.
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import reference as ref
-from conftest import assert_close, numeric_grads
+from conftest import assert_backprop_matches_reference, assert_close, numeric_grads
 
 import nbbackprop as nb
 
@@ -44,16 +44,7 @@ def test_feedforward_matches_reference(sizes, dtype, m, rng):
 def test_backprop_matches_reference(sizes, dtype, strategy, rng):
     net = nb.Network(sizes, dtype=dtype.__name__, seed=5, strategy=strategy)
     X, Y, _ = make_data(rng, sizes, 6, dtype)
-    W, b = ref_params(net)
-    nw_ref, nb_ref, c_ref = ref.mean_gradients(
-        W, b, net.activations, "quadratic", X.astype(np.float64), Y.astype(np.float64)
-    )
-    nabla_w, nabla_b = net.backprop(X, Y)
-    for l in range(len(W)):
-        assert nabla_w[l].shape == W[l].shape and nabla_b[l].shape == b[l].shape
-        assert_close(nabla_w[l], nw_ref[l], dtype, scale=10)
-        assert_close(nabla_b[l], nb_ref[l], dtype, scale=10)
-    assert_close(net.cost(X, Y), c_ref, dtype)
+    assert_backprop_matches_reference(net, X, Y, dtype)
 
 
 @pytest.mark.parametrize("sizes", [[3, 4, 2], [5, 3, 1, 4], [2, 1, 1, 3]])
@@ -133,20 +124,28 @@ def test_large_bp2_drivers_match_reference(sizes, batch_size, dtype, rng):
     X, Y, _ = make_data(rng, sizes, 2 * batch_size + 5, dtype)
     par = net.plan(batch_size).flags
     assert cpu_train._family_of(par, np.array(sizes), batch_size) is cpu_train._TILED
+    assert_backprop_matches_reference(net, X, Y, dtype)
     W, b = ref_params(net)
-    nw_ref, nb_ref, _ = ref.mean_gradients(
-        W, b, net.activations, "quadratic", X.astype(np.float64), Y.astype(np.float64)
-    )
-    nabla_w, nabla_b = net.backprop(X, Y)
-    for l in range(len(W)):
-        assert_close(nabla_w[l], nw_ref[l], dtype, scale=10)
-        assert_close(nabla_b[l], nb_ref[l], dtype, scale=10)
     ref.sgd_epoch(W, b, net.activations, "quadratic", X.astype(np.float64),
                   Y.astype(np.float64), batch_size, 0.5)  # fmt: skip
     net.fit(X, Y, epochs=1, batch_size=batch_size, eta=0.5, shuffle=False)
     for l in range(len(W)):
         assert_close(net.weights[l], W[l], dtype, scale=10)
         assert_close(net.biases[l], b[l], dtype, scale=10)
+
+
+def test_read_only_parameters_infer_and_backprop_as_writable_ones(rng):
+    # the parallel forward pass of writable parameters is the fused update/forward
+    # kernel, whose writes do not type for a read-only buffer: it gets its own kernel
+    sizes = [784, 100, 10]
+    net = nb.Network(sizes, dtype="float32", seed=4)
+    X, Y, _ = make_data(rng, sizes, 40, np.float32)
+    want_out, want_grads = net.feedforward(X), net.backprop(X, Y)
+    net.params.flags.writeable = False
+    got_grads = net.backprop(X, Y)
+    np.testing.assert_array_equal(net.feedforward(X), want_out)
+    for got, want in zip(got_grads[0] + got_grads[1], want_grads[0] + want_grads[1], strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_small_bp2_family_is_chosen_for_small_networks():
@@ -160,18 +159,26 @@ def test_small_bp2_family_is_chosen_for_small_networks():
     assert cpu_train._family_of(par, np.array([784, 30, 10]), 10) is cpu_train._PLAIN
 
 
-def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
-    sizes = [5, 4, 3]
-    X, Y, labels = make_data(rng, sizes, 20)
-    a = nb.Network(sizes, seed=1)
-    W, b = ref_params(a)
-    a.fit(X, labels, epochs=2, batch_size=3, eta=0.5, seed=42)
+def fit_shuffled_against_reference(sizes, n, batch_size, rng):
+    """Fit two shuffled epochs (seed 42) and check the parameters against the reference
+    trained in the same sample orders; returns the network and its data."""
+    X, Y, labels = make_data(rng, sizes, n)
+    net = nb.Network(sizes, seed=1)
+    W, b = ref_params(net)
+    net.fit(X, labels, epochs=2, batch_size=batch_size, eta=0.5, seed=42)
     order_rng = np.random.default_rng(42)
     for _ in range(2):
-        ref.sgd_epoch(W, b, a.activations, "quadratic", X, Y, 3, 0.5,
-                      order=order_rng.permutation(20))  # fmt: skip
-    for l in range(2):
-        assert_close(a.weights[l], W[l], np.float64)
+        ref.sgd_epoch(W, b, net.activations, "quadratic", X, Y, batch_size, 0.5,
+                      order=order_rng.permutation(n))  # fmt: skip
+    for l in range(len(W)):
+        assert_close(net.weights[l], W[l], np.float64)
+        assert_close(net.biases[l], b[l], np.float64)
+    return net, X, labels
+
+
+def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
+    sizes = [5, 4, 3]
+    a, X, labels = fit_shuffled_against_reference(sizes, 20, 3, rng)
     c = nb.Network(sizes, seed=1)
     c.fit(X, labels, epochs=2, batch_size=3, eta=0.5, seed=42)
     assert np.array_equal(a.params, c.params)
@@ -184,18 +191,7 @@ def test_shuffled_fit_through_the_fused_layer0_region_matches_reference(rng):
     # [784, 30, 10] in mini-batches of 10: layer 0 is tiled-parallel and split by
     # neurons (2+ threads), so each shuffled next mini-batch is gathered into the
     # second input slot while this one's inputs are still read by its update
-    sizes = [784, 30, 10]
-    X, Y, labels = make_data(rng, sizes, 47)
-    net = nb.Network(sizes, seed=1)
-    W, b = ref_params(net)
-    net.fit(X, labels, epochs=2, batch_size=10, eta=0.5, seed=42)
-    order_rng = np.random.default_rng(42)
-    for _ in range(2):
-        ref.sgd_epoch(W, b, net.activations, "quadratic", X, Y, 10, 0.5,
-                      order=order_rng.permutation(47))  # fmt: skip
-    for l in range(2):
-        assert_close(net.weights[l], W[l], np.float64)
-        assert_close(net.biases[l], b[l], np.float64)
+    fit_shuffled_against_reference([784, 30, 10], 47, 10, rng)
 
 
 def test_strategies_agree_bitwise_for_a_thread_count(rng):

@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 from numba.np.ufunc.parallel import _iget_num_threads
 
@@ -775,14 +775,34 @@ def sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack,
                          out_next, act, np.bool_(True))  # fmt: skip
 
 
+def _forward_region(W, b, a_prev, z, a, act):
+    """The parallel region of :func:`weighted_sums_tiled` (compiled code only)."""
+
+
+@overload(_forward_region, jit_options={"fastmath": FASTMATH, "error_model": ERROR_MODEL})
+def _forward_region_for(W, b, a_prev, z, a, act):
+    if W.mutable and b.mutable:
+        # the region of update_forward_tiled without the update, whose arguments it
+        # never reads (empty views stand in for them)
+        def region(W, b, a_prev, z, a, act):
+            update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, W, b, a_prev, z, a,
+                                 act, np.bool_(False))  # fmt: skip
+    else:
+        # read-only parameters (inference on a read-only buffer): the update's writes
+        # would not type, so a kernel of the forward pass alone, compiled only then
+        def region(W, b, a_prev, z, a, act):
+            _weighted_sums_readonly(W, b, a_prev, z, a, act)
+
+    return region
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def weighted_sums_tiled(W, b, a_prev, z, a, act):
     """Forward pass of one layer on every thread: the work of
     :func:`weighted_sums_tiled_serial`, split as its notes say, run as the parallel
-    region of :func:`update_forward_tiled` without the update (whose arguments it never
-    reads: empty views of these stand in for them)."""
-    update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, W, b, a_prev, z, a, act,
-                         np.bool_(False))  # fmt: skip
+    region of :func:`update_forward_tiled` without the update (one parallel kernel
+    compiled for both; read-only ``W`` and ``b`` get a kernel of their own)."""
+    _forward_region(W, b, a_prev, z, a, act)
     if act == SOFTMAX and _forward_by_cols(W, a_prev.shape[0], _threads()):
         for x in range(a_prev.shape[0]):  # needs whole rows, written by every thread
             _softmax_row(z[x], a[x])
@@ -809,7 +829,15 @@ def _compile_pair(body):
     )
 
 
-# the parallel compilation is weighted_sums_tiled above
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _weighted_sums_readonly(W, b, a_prev, z, a, act):
+    """The parallel region of :func:`weighted_sums_tiled` for read-only ``W`` and ``b``."""
+    parts = _threads()
+    for part in prange(parts):
+        # a prange index may be unsigned: int64 * uint64 is float64
+        _weighted_sums_part(W, b, a_prev, z, a, act, np.int64(part), parts)
+
+
 _, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_tiled)
 hidden_delta_tiled, hidden_delta_tiled_serial = _compile_pair(_hidden_delta_tiled)
 weight_grads_tiled, weight_grads_tiled_serial = _compile_pair(_weight_grads_tiled)

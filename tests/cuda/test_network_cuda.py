@@ -7,7 +7,7 @@ within the dtype tolerance of tests/conftest.py.
 import numpy as np
 import pytest
 import reference as ref
-from conftest import assert_close
+from conftest import assert_backprop_matches_reference, assert_close
 from cuda_support import small_launches  # noqa: F401
 
 import nbbackprop as nb
@@ -99,14 +99,7 @@ def test_feedforward_backprop_and_cost_on_the_device(dtype, rng):
     W, b = ref_params(net)
     assert_close(net.feedforward(X), ref.predict(W, b, net.activations, X.astype(np.float64)),
                  dtype)  # fmt: skip
-    nw_ref, nb_ref, c_ref = ref.mean_gradients(
-        W, b, net.activations, "quadratic", X.astype(np.float64), Y.astype(np.float64)
-    )
-    nabla_w, nabla_b = net.backprop(X, Y)
-    for l in range(len(W)):
-        assert_close(nabla_w[l], nw_ref[l], dtype, scale=10)
-        assert_close(nabla_b[l], nb_ref[l], dtype, scale=10)
-    assert_close(net.cost(X, Y), c_ref, dtype)
+    assert_backprop_matches_reference(net, X, Y, dtype)
     assert net.evaluate(X, labels) == np.mean(ref.predict(W, b, net.activations, X).argmax(1)
                                               == labels)  # fmt: skip
 
