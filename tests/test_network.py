@@ -1,5 +1,6 @@
 """The Network API against the plain-NumPy reference, finite differences and a hand example."""
 
+import numba
 import numpy as np
 import pytest
 import reference as ref
@@ -116,6 +117,10 @@ LARGE_BP2 = [
 ]
 
 
+PARALLEL = pytest.mark.skipif(numba.get_num_threads() < 2, reason="needs 2 Numba threads")
+
+
+@PARALLEL
 @pytest.mark.parametrize("sizes, batch_size, dtype", LARGE_BP2)
 def test_large_bp2_drivers_match_reference(sizes, batch_size, dtype, rng):
     from nbbackprop.kernels import cpu_train
@@ -134,6 +139,37 @@ def test_large_bp2_drivers_match_reference(sizes, batch_size, dtype, rng):
         assert_close(net.biases[l], b[l], dtype, scale=10)
 
 
+@PARALLEL
+def test_sgd_driver_without_a_second_input_slot_stays_in_its_buffer(rng):
+    # The second input slot of abuf is optional: without it a shuffled next mini-batch
+    # is not fused, and nothing may be written past abuf, whatever the mix of in-place
+    # and gathered mini-batches (batches 0-1 consecutive rows, then shuffled ones).
+    from nbbackprop import functions as fn
+    from nbbackprop.kernels import cpu_train
+
+    sizes, m, n = [784, 100, 10], 10, 60
+    X, Y, _ = make_data(rng, sizes, n)
+    order = np.concatenate([np.arange(20), 20 + rng.permutation(40)]).astype(np.int64)
+    results = []
+    for second_slot in (True, False):
+        net = nb.Network(sizes, seed=2)
+        ws = net._workspace(m)
+        size = m * sum(sizes) + (m * sizes[0] if second_slot else 0)
+        big = np.full(size + 4096, np.nan)
+        abuf = big[:size]
+        cpu_train.train_batches(
+            net.params, ws.grads, net.opt_state, net._sizes, net._acts,
+            fn.COSTS[net.cost_name], net._w_off, net._b_off, net._a_off, net._z_off,
+            X, Y, order, m, 0, n // m, abuf, ws.zbuf, ws.dbuf, ws.ybuf, ws.costs,
+            np.zeros(n // m), nb.network.OPTIMIZERS["sgd"], np.array([0.5, 0, 0, 0, 0, 0.0]),
+            net.step, net.plan(m).flags,
+        )  # fmt: skip
+        assert np.isnan(big[size:]).all()
+        results.append(net.params.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@PARALLEL
 def test_read_only_parameters_infer_and_backprop_as_writable_ones(rng):
     # the parallel forward pass of writable parameters is the fused update/forward
     # kernel, whose writes do not type for a read-only buffer: it gets its own kernel
@@ -187,11 +223,17 @@ def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
     assert not np.array_equal(a.params, d.params)
 
 
+@PARALLEL
 def test_shuffled_fit_through_the_fused_layer0_region_matches_reference(rng):
-    # [784, 30, 10] in mini-batches of 10: layer 0 is tiled-parallel and split by
-    # neurons (2+ threads), so each shuffled next mini-batch is gathered into the
+    # [784, 100, 10] in mini-batches of 10: layer 0 is tiled-parallel and split by
+    # neurons (2 to 6 threads), so each shuffled next mini-batch is gathered into the
     # second input slot while this one's inputs are still read by its update
-    fit_shuffled_against_reference([784, 30, 10], 47, 10, rng)
+    from nbbackprop.kernels import cpu_tiled
+
+    sizes = [784, 100, 10]
+    net, _, _ = fit_shuffled_against_reference(sizes, 47, 10, rng)
+    assert net.plan(10).layers[0].variant == "tiled-parallel"
+    assert cpu_tiled.forward_splits_by_neurons(net.weights[0], 10)
 
 
 def test_strategies_agree_bitwise_for_a_thread_count(rng):

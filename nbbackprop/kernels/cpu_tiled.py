@@ -748,7 +748,8 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_
     forward pass of ``a_next`` splits by neurons (:func:`forward_splits_by_neurons`)
     and ``act`` is not softmax; the training driver checks both. Without it, this is
     the parallel region of :func:`weighted_sums_tiled`: one parallel kernel compiled
-    for both (~1.4 s of a cold start).
+    for both (~1.4 s of a cold start). With a 0-row next mini-batch it is
+    :func:`sgd_layer_update_tiled` whatever the split (the drivers' parallel update).
     """
     step = W.dtype.type(eta * inv_m)
     keep = W.dtype.type(1.0 - eta * l2)

@@ -13,8 +13,10 @@ Layout (built by :class:`nbbackprop.network.Network`):
   and ``b_off[l]`` are where layer l's weights and biases start. ``grads`` has the
   same layout.
 - ``abuf`` holds the activations ``a^0 .. a^L`` of up to ``cap`` samples, layer l
-  starting at ``cap * a_off[l]``; ``zbuf`` and ``dbuf`` hold ``z`` and ``δ`` of the
-  weight layers 0..L-1, layer l starting at ``cap * z_off[l]``.
+  starting at ``cap * a_off[l]``, then (optionally) a second slot of ``cap`` inputs
+  into which the SGD driver gathers the next shuffled mini-batch; ``zbuf`` and
+  ``dbuf`` hold ``z`` and ``δ`` of the weight layers 0..L-1, layer l starting at
+  ``cap * z_off[l]``.
 - ``par[l]`` selects layer l's kernels: :data:`SERIAL`, :data:`PARALLEL`
   (``prange``), :data:`TILED` or :data:`TILED_PARALLEL` (register-tiled); ``par[L]``
   is 1 for a parallel update and ``par[L+1]`` is 1 to fold the weight gradients into
@@ -27,8 +29,10 @@ function's machine code and re-optimises it there, so one driver that could call
 every variant compiled all of them (about 50 s cold). The drivers are therefore
 written once as plain Python bodies and compiled once per *family* of kernels:
 ``plain`` (the per-equation kernels of :mod:`~nbbackprop.kernels.cpu`, strategies
-"serial"/"parallel") and ``tiled`` (:mod:`~nbbackprop.kernels.cpu_tiled`, strategies
-"tiled"/"auto"), with the fused SGD step as its own specialisation. Each copy gets
+"serial"/"parallel"), ``tiled`` (:mod:`~nbbackprop.kernels.cpu_tiled`, strategies
+"tiled"/"auto") and ``tiled_small`` (the same, for networks whose every BP2 is serial
+and on the axpy path, such as W1 and W2: without the parallel BP2 and the transpose
+and dot path), with the fused SGD step as its own specialisation. Each copy gets
 its own name (so Numba's disk cache keeps them apart) and its family's kernels as
 globals; the public functions below pick the copy from ``par`` and run it, so a
 first run compiles only the family it uses.
@@ -475,7 +479,8 @@ def _train_sgd_body(
             m_n = min(batch_size, n - start_n)
             in_place = _consecutive(order, start_n, m_n)
             if (in_place or two_slots) and t.forward_splits_by_neurons(W0, m_n):
-                slot = 1 - slot
+                if not in_place:  # gathered into the other slot (read in place else)
+                    slot = 1 - slot
                 a_next = _rows_of(X, order, start_n, m_n, abuf, slots[slot])
                 t.sgd_update_forward_tiled(
                     W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, a_next,
@@ -561,7 +566,7 @@ _TILED = _family(
 )
 
 # The tiled family again, for networks whose every BP2 runs serially on the axpy path
-# (W1): its drivers do not contain the parallel BP2 kernel nor the transpose and dot
+# (W1, W2): its drivers do not contain the parallel BP2 kernel nor the transpose and dot
 # path, a third of W1's cold compilation. forward_rows has no BP2 and stays in _TILED.
 _TILED_SMALL = _family(
     "tiled_small",
