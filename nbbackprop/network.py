@@ -249,7 +249,10 @@ class Network:
     def feedforward(self, X) -> np.ndarray:
         """Output activations a^L for each row of ``X`` (shape (m, sizes[0]))."""
         _guards.check_network_state(self)
-        X = v.check_inputs(X, self.sizes[0], self.dtype)
+        return self._feedforward(v.check_inputs(X, self.sizes[0], self.dtype))
+
+    def _feedforward(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`feedforward` of inputs already validated."""
         cap = min(X.shape[0], 256)
         if self._on_gpu(cap):
             from .kernels import cuda_train
@@ -330,7 +333,8 @@ class Network:
         Y = v.check_targets(Y, X.shape[0], self.sizes[-1], self.dtype, "Y", self.cost_name)
         # the forward pass, then each C_x by BP1's kernel (its δ unused): no backward
         # pass, and no backward driver to compile for a monitor
-        a_L = self.feedforward(X)
+        _guards.check_network_state(self)
+        a_L = self._feedforward(X)
         costs = np.empty(X.shape[0])
         cpu_kernels.output_delta_serial(
             a_L, Y, np.empty_like(a_L), costs, self._acts[-1], fn.COSTS[self.cost_name]

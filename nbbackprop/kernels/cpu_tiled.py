@@ -443,8 +443,15 @@ def _weighted_sums_tiled(W, b, a_prev, z, a, act):
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
         _weighted_sums_part(W, b, a_prev, z, a, act, np.int64(part), parts)
+    _softmax_after_split(W, a_prev, z, a, act, parts)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _softmax_after_split(W, a_prev, z, a, act, parts):
+    """Softmax of whole rows after a forward pass split by neurons (each row was
+    written by every thread); a split by samples applied it in each part."""
     if act == SOFTMAX and _forward_by_cols(W, a_prev.shape[0], parts):
-        for x in range(a_prev.shape[0]):  # needs whole rows, written by every thread
+        for x in range(a_prev.shape[0]):
             _softmax_row(z[x], a[x])
 
 
@@ -749,7 +756,7 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_
     and ``act`` is not softmax; the training driver checks both. Without it, this is
     the parallel region of :func:`weighted_sums_tiled`: one parallel kernel compiled
     for both (~1.4 s of a cold start). With a 0-row next mini-batch it is
-    :func:`sgd_layer_update_tiled` whatever the split (the drivers' parallel update).
+    :func:`sgd_layer_update_tiled`, whatever the split.
     """
     step = W.dtype.type(eta * inv_m)
     keep = W.dtype.type(1.0 - eta * l2)
@@ -788,9 +795,11 @@ def _forward_region_for(W, b, a_prev, z, a, act):
         def region(W, b, a_prev, z, a, act):
             update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, W, b, a_prev, z, a,
                                  act, np.bool_(False))  # fmt: skip
+            _softmax_after_split(W, a_prev, z, a, act, _threads())
     else:
         # read-only parameters (inference on a read-only buffer): the update's writes
-        # would not type, so a kernel of the forward pass alone, compiled only then
+        # would not type, so the parallel compilation of the forward pass's own body,
+        # compiled only then
         def region(W, b, a_prev, z, a, act):
             _weighted_sums_readonly(W, b, a_prev, z, a, act)
 
@@ -804,9 +813,15 @@ def weighted_sums_tiled(W, b, a_prev, z, a, act):
     region of :func:`update_forward_tiled` without the update (one parallel kernel
     compiled for both; read-only ``W`` and ``b`` get a kernel of their own)."""
     _forward_region(W, b, a_prev, z, a, act)
-    if act == SOFTMAX and _forward_by_cols(W, a_prev.shape[0], _threads()):
-        for x in range(a_prev.shape[0]):  # needs whole rows, written by every thread
-            _softmax_row(z[x], a[x])
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
+    """:func:`sgd_layer_update_tiled_serial`'s work on every thread: the region of
+    :func:`update_forward_tiled` with a 0-row next mini-batch (one parallel kernel
+    compiled for the update, the forward pass and both, ~2 s of a cold start)."""
+    update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_prev[:0],
+                         delta[:0], delta[:0], np.int64(0), np.bool_(True))  # fmt: skip
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
@@ -830,16 +845,10 @@ def _compile_pair(body):
     )
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _weighted_sums_readonly(W, b, a_prev, z, a, act):
-    """The parallel region of :func:`weighted_sums_tiled` for read-only ``W`` and ``b``."""
-    parts = _threads()
-    for part in prange(parts):
-        # a prange index may be unsigned: int64 * uint64 is float64
-        _weighted_sums_part(W, b, a_prev, z, a, act, np.int64(part), parts)
-
-
-_, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_tiled)
+# The parallel forward pass and SGD update are the wrappers above, over one parallel
+# kernel; the bodies' own parallel compilations serve read-only parameters (the forward
+# pass) or nothing (the update).
+_weighted_sums_readonly, weighted_sums_tiled_serial = _compile_pair(_weighted_sums_tiled)
 hidden_delta_tiled, hidden_delta_tiled_serial = _compile_pair(_hidden_delta_tiled)
 weight_grads_tiled, weight_grads_tiled_serial = _compile_pair(_weight_grads_tiled)
-sgd_layer_update_tiled, sgd_layer_update_tiled_serial = _compile_pair(_sgd_layer_update_tiled)
+_, sgd_layer_update_tiled_serial = _compile_pair(_sgd_layer_update_tiled)

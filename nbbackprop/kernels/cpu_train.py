@@ -164,12 +164,7 @@ def _tiled_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
 @njit(cache=True, inline="always")
 def _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, parallel, pack):
     if parallel:
-        # sgd_layer_update_tiled is this with no next mini-batch (0 rows): one parallel
-        # kernel to compile instead of two (~2 s of a cold start), the same arithmetic
-        t.sgd_update_forward_tiled(
-            W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_prev[:0], delta[:0], delta[:0],
-            np.int64(0),
-        )  # fmt: skip
+        t.sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
     else:
         t.sgd_layer_update_tiled_serial(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
 
@@ -345,13 +340,6 @@ def _rows_of(X, order, start, m, buf, offset):
     return out
 
 
-@njit(cache=True, inline="always")
-def _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out):
-    """The inputs and targets of a mini-batch: views of ``X`` and ``Y`` when its
-    samples are consecutive rows, else copies gathered into the buffers."""
-    return _rows_of(X, order, start, m, abuf, 0), _rows_of(Y, order, start, m, ybuf, 0)
-
-
 @intrinsic
 def _prefetch(typingctx, arr, index):
     """Ask the CPU to start loading the cache line of flat element ``index`` of ``arr``."""
@@ -387,13 +375,15 @@ def _prefetch_batch(X, order, start, m):
 
 
 @njit(cache=True, inline="always")
-def _batch(X, Y, order, i, batch_size, last, abuf, ybuf, n_in, n_out):
+def _batch(X, Y, order, i, batch_size, last, abuf, ybuf):
     """Mini-batch ``i``: its first position in ``order``, its size and its inputs and
-    targets (:func:`_batch_inputs`); the next one's rows are prefetched when the run
-    (mini-batches up to ``last``) goes on."""
+    targets (views of ``X`` and ``Y``, or gathered into the buffers: :func:`_rows_of`);
+    the next one's rows are prefetched when the run (mini-batches up to ``last``) goes
+    on."""
     start = i * batch_size
     m = min(batch_size, order.shape[0] - start)
-    a0, y = _batch_inputs(X, Y, order, start, m, abuf, ybuf, n_in, n_out)
+    a0 = _rows_of(X, order, start, m, abuf, 0)
+    y = _rows_of(Y, order, start, m, ybuf, 0)
     if i + 1 < last:
         _prefetch_batch(X, order, start + batch_size, batch_size)
     return start, m, a0, y
@@ -405,12 +395,11 @@ def _train_body(
     abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
 ):  # fmt: skip
     n = order.shape[0]
-    L = sizes.shape[0] - 1
     cap = min(batch_size, n)
     # Allocated once per call (a call runs many mini-batches), not per mini-batch.
     pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     for i in range(first, last):
-        _, m, a0, y = _batch(X, Y, order, i, batch_size, last, abuf, ybuf, sizes[0], sizes[L])
+        _, m, a0, y = _batch(X, Y, order, i, batch_size, last, abuf, ybuf)
         total = STEP(  # noqa: F821
             params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
             abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
