@@ -49,7 +49,8 @@ from numba.np.arrayobj import populate_array
 from numba.np.ufunc.parallel import _iget_num_threads
 
 from .cpu import ERROR_MODEL, FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
-from .cpu_tiles import axpy_tile, dot_tile, tile_at, tile_count
+from .cpu_tiles import OUTER_VECTORS, axpy_tile, dot_tile, outer_tile, tile_at, tile_count
+from .simd import lanes
 
 #: Bytes of the operand block that stays in L2 while tiles stream past it (half of a
 #: Zen 4 core's 1 MiB L2).
@@ -58,11 +59,6 @@ BLOCK_BYTES = 1 << 19
 #: AVX-512 vectors) to amortise a tile's set-up, short enough that 4 output rows and
 #: 4 operand rows stay in a 32 KiB L1.
 AXPY_BYTES = 2048
-#: Most bytes of a row segment of an update whose samples are read in place (fewer than
-#: :data:`PACK_MIN_ROWS`): there the tile set-up is paid per segment and sample tile,
-#: and longer segments measured faster (AXPY_BYTES → 4096: W1 epoch 92 → 84–87 ms,
-#: W2's update 32 → 29 µs); packed updates (W3) measured slower with them (625 → 666 ms).
-WIDE_BYTES = 4096
 #: Largest ``W`` (bytes) whose rows each thread keeps for itself, in the forward pass
 #: as in the update: about what the two cores' L2 hold besides the activations.
 OWN_ROWS_BYTES = 1 << 20
@@ -92,7 +88,6 @@ def pack_size(dtype, threads: int | None = None) -> int:
 
 @njit(cache=True)
 def _part_elems(itemsize):
-    # an unpacked update's 4-row tile of WIDE_BYTES segments fits too: 4 < PACK_ROWS
     return (PACK_ROWS + 4) * (AXPY_BYTES // itemsize + _PAD)
 
 
@@ -313,16 +308,6 @@ def _tile_span(t_lo, t_hi, n):
 def _axpy_cols(itemsize):
     """Columns of an axpy row segment: :data:`AXPY_BYTES` of them."""
     return AXPY_BYTES // itemsize
-
-
-@njit(cache=True, error_model=ERROR_MODEL)
-def _wide_cols(n, itemsize):
-    """Columns of a segment of an unpacked update's ``n``-column rows: as few segments
-    of at most :data:`WIDE_BYTES` as cover a row, of even length in whole cache lines."""
-    segments = -(-n // (WIDE_BYTES // itemsize))  # ceiling divisions
-    each = -(-n // segments)
-    line = 64 // itemsize
-    return -(-each // line) * line
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
@@ -600,6 +585,33 @@ def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, f
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _outer_rows(delta, a_prev, C, keep, step, overwrite, jt_lo, jt_hi):
+    """``C[j] = keep C[j] - step Σ_x δ[x, j] a_prev[x]`` (``overwrite``: without the
+    first term) for the rows j of neuron tiles ``jt_lo .. jt_hi-1``, by outer tiles:
+    each block of rows × registers of ``C`` is summed over the whole mini-batch in
+    registers, then written once."""
+    m, n_out = delta.shape
+    n_in = a_prev.shape[1]
+    L = lanes(a_prev)
+    vectors = n_in // L
+    widest = OUTER_VECTORS[0]
+    v0 = 0
+    while v0 < vectors:  # a column block of a_prev stays in L1 while the row tiles pass
+        vn = widest if vectors - v0 >= widest else 1
+        for jt in range(jt_lo, jt_hi):
+            j0, jr = tile_at(jt, n_out)
+            outer_tile(jr, vn, C, j0, v0 * L, delta, a_prev, m, keep, step, overwrite)
+        v0 += vn
+    r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+    for j in range(r_lo, r_hi):  # the columns after the last whole register
+        for k in range(vectors * L, n_in):
+            total = C.dtype.type(0)
+            for x in range(m):
+                total += delta[x, j] * a_prev[x, k]
+            C[j, k] = -step * total if overwrite else keep * C[j, k] - step * total
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
     """Part ``p`` of ``parts`` of ``G = δᵀ a_prev``, a run of neuron tiles (the rows
     each thread owns in :func:`weighted_sums_tiled`); when ``W`` has rows, the update
@@ -610,51 +622,56 @@ def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
     n_in = a_prev.shape[1]
     rows = min(m, PACK_ROWS)
     packed = rows >= PACK_MIN_ROWS
-    seg = _axpy_cols(a_prev.itemsize) if packed else _wide_cols(n_in, a_prev.itemsize)
     update = W.shape[0] > 0
-    # float64 updates add each sample group straight into W. float32 ones sum the
-    # whole batch first: in a 4-row tile of the scratch (after this thread's packed
-    # block when there is one) when the batch is one block, else in G.
-    direct = update and W.itemsize == 8
-    in_tile = update and not direct and rows == m
-    ld = seg + _PAD
-    base = p * _part_elems(a_prev.itemsize) + (PACK_ROWS * ld if packed else 0)
-    T = as_rows(pack, base, 4, ld)
-    for k_lo in range(0, n_in, seg):
-        k_hi = min(k_lo + seg, n_in)
-        n = k_hi - k_lo
-        if direct and keep != 1:
-            r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-            for j in range(r_lo, r_hi):
-                w = W[j, k_lo:k_hi]
-                for k in range(n):
-                    w[k] = keep * w[k]
-        for x_lo in range(0, m, rows):
-            x_hi = min(x_lo + rows, m)
-            if x_hi - x_lo >= PACK_MIN_ROWS:
-                B = _pack(a_prev, x_lo, x_hi, k_lo, k_hi, pack, p)
-                b_row, b_col = 0, 0
-            else:
-                B = a_prev
-                b_row, b_col = x_lo, k_lo
-            for jt in range(jt_lo, jt_hi):
-                j0, jr = tile_at(jt, n_out)
-                # one call site for the three targets: each inlined copy of the tile
-                # dispatch costs seconds of cold compilation
-                if direct:
-                    C, c_row, c_col, first, scale = W, j0, k_lo, False, -step
-                elif in_tile:
-                    C, c_row, c_col, first, scale = T, 0, 0, True, 1.0
+    if not packed:  # the mini-batch in registers: outer tiles, a_prev read in place
+        # (names of their own: Numba types a name once for the whole function)
+        out, overwrite, coef = (W, False, step) if update else (G, True, G.dtype.type(-1))
+        _outer_rows(delta, a_prev, out, keep, coef, overwrite, jt_lo, jt_hi)
+    else:
+        # float64 updates add each sample group straight into W. float32 ones sum the
+        # whole batch first: in a 4-row tile of the scratch (after this thread's packed
+        # block when there is one) when the batch is one block, else in G.
+        direct = update and W.itemsize == 8
+        in_tile = update and not direct and rows == m
+        seg = _axpy_cols(a_prev.itemsize)
+        ld = seg + _PAD
+        base = p * _part_elems(a_prev.itemsize) + PACK_ROWS * ld
+        T = as_rows(pack, base, 4, ld)
+        for k_lo in range(0, n_in, seg):
+            k_hi = min(k_lo + seg, n_in)
+            n = k_hi - k_lo
+            if direct and keep != 1:
+                r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
+                for j in range(r_lo, r_hi):
+                    w = W[j, k_lo:k_hi]
+                    for k in range(n):
+                        w[k] = keep * w[k]
+            for x_lo in range(0, m, rows):
+                x_hi = min(x_lo + rows, m)
+                if x_hi - x_lo >= PACK_MIN_ROWS:
+                    B = _pack(a_prev, x_lo, x_hi, k_lo, k_hi, pack, p)
+                    b_row, b_col = 0, 0
                 else:
-                    C, c_row, c_col, first, scale = G, j0, k_lo, x_lo == 0, 1.0
-                _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n,
-                               first, scale)  # fmt: skip
-                if update and not direct and x_hi == m:
-                    for r in range(jr):
-                        w = W[j0 + r, k_lo:k_hi]
-                        g = C[c_row + r, c_col : c_col + n]
-                        for k in range(n):
-                            w[k] = keep * w[k] - step * g[k]
+                    B = a_prev
+                    b_row, b_col = x_lo, k_lo
+                for jt in range(jt_lo, jt_hi):
+                    j0, jr = tile_at(jt, n_out)
+                    # one call site for the three targets: each inlined copy of the tile
+                    # dispatch costs seconds of cold compilation
+                    if direct:
+                        C, c_row, c_col, first, scale = W, j0, k_lo, False, -step
+                    elif in_tile:
+                        C, c_row, c_col, first, scale = T, 0, 0, True, 1.0
+                    else:
+                        C, c_row, c_col, first, scale = G, j0, k_lo, x_lo == 0, 1.0
+                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n,
+                                   first, scale)  # fmt: skip
+                    if update and not direct and x_hi == m:
+                        for r in range(jr):
+                            w = W[j0 + r, k_lo:k_hi]
+                            g = C[c_row + r, c_col : c_col + n]
+                            for k in range(n):
+                                w[k] = keep * w[k] - step * g[k]
     if update:  # BP3 and the step of the biases of this part's rows
         r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
         for j in range(r_lo, r_hi):

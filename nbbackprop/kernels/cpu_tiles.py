@@ -38,6 +38,8 @@ from __future__ import annotations
 import numpy as np  # noqa: F401 - used by the generated code
 from numba import njit
 
+from .simd import VEC_REGISTERS, vfma, vload, vscale, vstore, vzero  # noqa: F401 - generated code
+
 #: fastmath without ``nnan``/``ninf`` (NaN must still reach the divergence check).
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -47,6 +49,10 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 TILE = 4
 #: The tile edges generated; every n is a sum of 4s and at most one 2 and one 1.
 SIZES = (4, 2, 1)
+#: Widths, in registers, of the outer tiles: a 4-row tile of 4 registers keeps 16
+#: accumulators, 4 operands and a broadcast in AVX-512's 32 registers; AVX2's 16 hold
+#: a 4 × 2 tile.
+OUTER_VECTORS = (4, 1) if VEC_REGISTERS == 32 else (2, 1)
 
 _DOT_TEMPLATE = '''
 def _dot_{mr}x{nr}(A, i0, B, j0):
@@ -58,6 +64,21 @@ def _dot_{mr}x{nr}(A, i0, B, j0):
 {loads}
 {fmas}
     return ({ret})
+'''
+
+_OUTER_TEMPLATE = '''
+def _outer_{rn}x{vn}(C, r0, k0, D, A, m, keep, step, overwrite):
+    """C[r0 + r, k0:+{vn}L] = keep C[...] - step Σ_s D[s, r0 + r] A[s, k0:+{vn}L] for r < {rn}
+    (``overwrite``: ``- step Σ...`` alone), L the lanes of a register."""
+{init}
+    for s in range(m):
+{loads}
+{coefs}
+{fmas}
+    if overwrite:
+{overwrite}
+    else:
+{update}
 '''
 
 _AXPY_TEMPLATE = '''
@@ -119,15 +140,33 @@ def _axpy_source(rn: int, sn: int) -> str:
     )
 
 
-def _dispatch_source(kind: str, args: str, call_args: str) -> str:
+def _outer_source(rn: int, vn: int) -> str:
+    acc = [(r, v) for r in range(rn) for v in range(vn)]
+    return _OUTER_TEMPLATE.format(
+        rn=rn,
+        vn=vn,
+        init=_indent([f"c{r}{v} = vzero(C)" for r, v in acc], 4),
+        loads=_indent([f"y{v} = vload(A, s, k0, {v})" for v in range(vn)], 8),
+        coefs=_indent([f"d{r} = D[s, r0 + {r}]" for r in range(rn)], 8),
+        fmas=_indent([f"c{r}{v} = vfma(d{r}, y{v}, c{r}{v})" for r, v in acc], 8),
+        overwrite=_indent([f"vstore(C, r0 + {r}, k0, {v}, vscale(-step, c{r}{v}))"
+                           for r, v in acc], 8),  # fmt: skip
+        update=_indent([f"vstore(C, r0 + {r}, k0, {v}, "
+                        f"vfma(-step, c{r}{v}, vscale(keep, vload(C, r0 + {r}, k0, {v}))))"
+                        for r, v in acc], 8),  # fmt: skip
+    )
+
+
+def _dispatch_source(kind: str, args: str, call_args: str, sizes=(SIZES, SIZES)) -> str:
+    rows, cols = sizes
     lines = [f"def {kind}_tile(mr, nr, {args}):"]
-    for mr in SIZES:
+    for mr in rows:
         lines.append(f"    if mr == {mr}:")
-        for nr in SIZES[:-1]:
+        for nr in cols[:-1]:
             lines.append(f"        if nr == {nr}:")
             lines.append(f"            return _{kind}_{mr}x{nr}({call_args})")
-        lines.append(f"        return _{kind}_{mr}x{SIZES[-1]}({call_args})")
-    lines.append(f"    return _{kind}_1x1({call_args})")
+        lines.append(f"        return _{kind}_{mr}x{cols[-1]}({call_args})")
+    lines.append(f"    return _{kind}_{rows[-1]}x{cols[-1]}({call_args})")
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +185,14 @@ def _build():
          namespace)  # fmt: skip
     axpy_args = "C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n"
     exec(compile(_dispatch_source("axpy", axpy_args, axpy_args), __file__, "exec"), namespace)
+    for rn in SIZES:
+        for vn in OUTER_VECTORS:
+            exec(compile(_outer_source(rn, vn), __file__, "exec"), namespace)
+            name = f"_outer_{rn}x{vn}"
+            namespace[name] = tile(namespace[name])
+    outer_args = "C, r0, k0, D, A, m, keep, step, overwrite"
+    source = _dispatch_source("outer", outer_args, outer_args, (SIZES, OUTER_VECTORS))
+    exec(compile(source, __file__, "exec"), namespace)
 
 
 _build()
@@ -159,6 +206,12 @@ dot_tile = njit(cache=True, fastmath=FASTMATH)(dot_tile)  # noqa: F821 - defined
 #: with ``d[r, s] = scale S[p0+r, q0+s]`` (``S[p0+s, q0+r]`` when ``trans``); rn, sn
 #: each 4, 2 or 1.
 axpy_tile = njit(cache=True, fastmath=FASTMATH)(axpy_tile)  # noqa: F821 - defined by _build
+#: ``outer_tile(rn, vn, C, r0, k0, D, A, m, keep, step, overwrite)``:
+#: ``C[r0+r, k0:+vn L] = keep C[r0+r, k0:+vn L] - step Σ_{s<m} D[s, r0+r] A[s, k0:+vn L]``
+#: for ``r < rn`` (``overwrite``: without the first term, C is not read), L the lanes
+#: of a :class:`~.simd.Simd` register; rn 4, 2 or 1, vn one of :data:`OUTER_VECTORS`.
+#: The rn × vn sums stay in registers over all m samples.
+outer_tile = njit(cache=True, fastmath=FASTMATH)(outer_tile)  # noqa: F821 - defined by _build
 
 
 @njit(cache=True, error_model="numpy")
