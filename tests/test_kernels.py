@@ -1,10 +1,10 @@
 """Each CPU kernel and variant against plain NumPy, at sizes that do not divide the tiles.
 
-The tiled kernels cut their work into 4-wide register tiles, column segments of
-``AXPY_COLS`` and L2 blocks of ``BLOCK_BYTES``, and pack tall blocks into a scratch
-buffer; the sizes below are chosen to leave remainders of 1, 2 and 3 rows, several
-column segments and several (packed) blocks, in both dtypes and both the serial and
-the parallel compilation.
+The tiled kernels cut their work into 4-wide register tiles, column blocks of up to
+4 SIMD registers (then columns one by one) and L2 blocks of ``BLOCK_BYTES``; the sizes
+below are chosen to leave remainders of 1, 2 and 3 rows, columns past the last whole
+register, and several blocks, in both dtypes and both the serial and the parallel
+compilation.
 """
 
 import numba
@@ -76,17 +76,59 @@ def test_dot_tile(mr, nr, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rn", cpu_tiles.SIZES)
-@pytest.mark.parametrize("sn", cpu_tiles.SIZES)
-@pytest.mark.parametrize("trans", [False, True])
-def test_axpy_tile(rn, sn, trans, dtype, rng):
-    C = rng.uniform(-1, 1, (7, 40)).astype(dtype)
-    B = rng.uniform(-1, 1, (9, 45)).astype(dtype)
-    S = rng.uniform(-1, 1, (8, 8)).astype(dtype)
+@pytest.mark.parametrize("vn", cpu_tiles.OUTER_VECTORS)
+@pytest.mark.parametrize("by_rows", [False, True])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_outer_tile(rn, vn, by_rows, overwrite, dtype, rng):
+    L = (
+        64 // np.dtype(dtype).itemsize
+        if cpu_tiles.VEC_REGISTERS == 32
+        else 32 // np.dtype(dtype).itemsize
+    )
+    n = 3 + vn * L + 5  # the tile's columns start at 3 and end 5 before the last
+    C = rng.uniform(-1, 1, (7, n)).astype(dtype)
+    A = rng.uniform(-1, 1, (9, n)).astype(dtype)
+    D = rng.uniform(-1, 1, (9, 7) if not by_rows else (7, 9)).astype(dtype)
+    # coefficients of row i, term s: D[s, i] (BP4's δ) or D[i, s] (BP2's δ_next)
+    ds, dr = (7, 1) if not by_rows else (1, 9)
+    coef = D[:, 2 : 2 + rn] if not by_rows else D[2 : 2 + rn, :].T
+    keep, step = dtype(0.75), dtype(0.5)
     expected = C.astype(np.float64)
-    d = 0.5 * (S[3 : 3 + sn, 1 : 1 + rn].T if trans else S[3 : 3 + rn, 1 : 1 + sn])
-    expected[2 : 2 + rn, 5:38] += d.astype(np.float64) @ B[4 : 4 + sn, 7:40].astype(np.float64)
-    cpu_tiles.axpy_tile(rn, sn, C, 2, 5, B, 4, 7, S, 3, 1, trans, 0.5, 33)
+    k = slice(3, 3 + vn * L)
+    total = coef.T.astype(np.float64) @ A[:, k].astype(np.float64)
+    first = 0.0 if overwrite else keep * expected[2 : 2 + rn, k]
+    expected[2 : 2 + rn, k] = first - step * total
+    cpu_tiles.outer_tile(rn, vn, C, 2, 3, D.ravel(), ds, dr, A, 9, keep, step, overwrite)
     assert_close(C, expected, dtype)
+
+
+def test_outer_tiles_at_avx2_width(tmp_path):
+    """The 32-byte registers and 4 × 2 tiles of a machine without AVX-512 (compiled for
+    AVX2 features in a child process, with a cache of its own), against NumPy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from nbbackprop.kernels import cpu_tiled, cpu_tiles, simd\n"
+        "assert simd.VEC_BYTES == 32 and cpu_tiles.OUTER_VECTORS == (2, 1)\n"
+        "rng = np.random.default_rng(0)\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    d = rng.standard_normal((13, 30)).astype(dt)\n"
+        "    a = rng.standard_normal((13, 37)).astype(dt)\n"
+        "    g = np.full((30, 37), np.nan, dt)\n"
+        "    cpu_tiled.weight_grads_tiled_serial(d, a, g, cpu_tiled.pack_buffer(dt))\n"
+        "    ref = d.T.astype(float) @ a.astype(float)\n"
+        "    assert np.abs(g - ref).max() < (1e-4 if dt == np.float32 else 1e-12), dt\n"
+        "print('ok')\n"
+    )
+    env = dict(
+        __import__("os").environ,
+        NUMBA_CPU_FEATURES="+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+avx,+avx2,+fma",
+        NUMBA_CACHE_DIR=str(tmp_path),
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("n", range(0, 23))
@@ -171,7 +213,7 @@ def test_output_delta(act, cost, dtype, rng):
 
 
 # ----------------------------------------------------------------------- BP2
-#: (m, n, n_next): n_next >= 2 blocks of packed rows in both dtypes, n > AXPY_COLS.
+#: (m, n, n_next): columns past the last whole register, n_next > 64 terms per tile.
 BP2_SHAPES = [
     (1, 1, 1), (3, 5, 2), (10, 30, 10), (7, 33, 13), (5, 1030, 250), (37, 67, 130),
     (66, 70, 67), (130, 75, 65),  # the transposed (dot-tile) path: all >= BP2_DOT_MIN
@@ -194,9 +236,9 @@ def test_hidden_delta(shape, act, dtype, tiled, rng):
         kernels = [
             lambda *args, k=k, s=s: k(*args, pack, s)
             for k in _variants(cpu_tiled, "hidden_delta_tiled")
-            for s in (scratch, scratch[:0])  # transpose + dot tiles, or axpy tiles
+            for s in (scratch, scratch[:0])  # transpose + dot tiles, or outer tiles
         ]
-        kernels.append(lambda *args: cpu_tiled.hidden_delta_axpy_serial(*args, pack))
+        kernels.append(lambda *args: cpu_tiled.hidden_delta_outer_serial(*args))
     else:
         kernels = _variants(cpu, "hidden_delta")
     for kernel in kernels:

@@ -112,7 +112,7 @@ def test_fit_epoch_matches_reference(sizes, dtype, batch_size, strategy, rng):
 # the transposed dot path (all of m, n_l, n_l+1 >= BP2_DOT_MIN) use the full tiled driver
 # family; every smaller one uses the family without those paths (_TILED_SMALL).
 LARGE_BP2 = [
-    ([20, 300, 400, 3], 8, np.float64),  # BP2 through W^1 in parallel, axpy path
+    ([20, 300, 400, 3], 8, np.float64),  # BP2 through W^1 in parallel, outer-tile path
     ([20, 70, 130, 3], 64, np.float32),  # BP2 through W^1 in parallel, dot path
 ]
 

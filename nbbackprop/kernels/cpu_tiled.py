@@ -2,24 +2,23 @@ r"""Tiled CPU kernels: the equations of :mod:`nbbackprop.kernels.cpu`, cache-blo
 and register-tiled.
 
 Same equations, same argument order as the per-equation kernels (plus a scratch
-buffer where a kernel packs an operand), built from the two micro-kernels of
-:mod:`nbbackprop.kernels.cpu_tiles`:
+buffer ``pack``, now empty: see :func:`pack_size`), built from the two micro-kernels
+of :mod:`nbbackprop.kernels.cpu_tiles`:
 
 - :func:`weighted_sums_tiled` (eq. 1–3) is a product ``a_prev Wᵀ`` whose operands
   are both contiguous along the summed axis: 4 × 4 **dot tiles**, accumulated in
   registers over all of k.
 - :func:`hidden_delta_tiled` (BP2, ``δ_next W``) and :func:`weight_grads_tiled`
-  (BP4, ``δᵀ a_prev``) write rows that are contiguous along k: 4 × 4 **axpy tiles**,
-  four output rows updated from four operand rows at a time, with no transpose.
+  (BP4, ``δᵀ a_prev``) write rows that are contiguous along k: **outer tiles** of up
+  to 4 rows × 4 SIMD registers, each summed over all its terms in registers and
+  written once, with no transpose.
 - :func:`sgd_layer_update_tiled` folds BP3, BP4 and the SGD step of one layer into
   one pass over ``W``.
 
-Cache blocking: the operand that every tile re-reads is cut into blocks of
-:data:`BLOCK_BYTES` (L2) and, when it has many rows, copied ("packed") into a
-contiguous scratch with a padded row stride first. Rows 4 KiB apart (1024 float32)
-otherwise map onto the same L2 sets: a 256-row block then fills every way of the
-sets it uses and the block thrashes (the axpy tiles ran at 41 instead of 55 GF/s
-before packing, see ``docs/performance.md``).
+Cache blocking: the forward pass cuts ``W`` into blocks of :data:`BLOCK_BYTES` (L2)
+that every sample tile re-reads; the outer tiles walk the columns in blocks of 4
+registers, so that the block of the operand they all read stays in L1 (W2's
+``a_prev[:, block]``: 32 × 64 float32, 8 KiB) while the row tiles pass over it.
 
 Activations are applied by row passes that LLVM vectorises; σ uses
 :func:`_exp_neg64`, an ``exp`` for non-positive arguments written with a polynomial
@@ -49,29 +48,17 @@ from numba.np.arrayobj import populate_array
 from numba.np.ufunc.parallel import _iget_num_threads
 
 from .cpu import ERROR_MODEL, FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
-from .cpu_tiles import OUTER_VECTORS, axpy_tile, dot_tile, outer_tile, tile_at, tile_count
+from .cpu_tiles import OUTER_VECTORS, dot_tile, outer_tile, tile_at, tile_count
 from .simd import lanes
 
 #: Bytes of the operand block that stays in L2 while tiles stream past it (half of a
 #: Zen 4 core's 1 MiB L2).
 BLOCK_BYTES = 1 << 19
-#: Bytes of an axpy-tile row segment (512 float32, 256 float64): long enough (32
-#: AVX-512 vectors) to amortise a tile's set-up, short enough that 4 output rows and
-#: 4 operand rows stay in a 32 KiB L1.
-AXPY_BYTES = 2048
 #: Largest ``W`` (bytes) whose rows each thread keeps for itself, in the forward pass
 #: as in the update: about what the two cores' L2 hold besides the activations.
 OWN_ROWS_BYTES = 1 << 20
-#: Operand blocks of at least this many rows are packed (fewer rows cannot fill an
-#: L2 set's 8 ways).
-PACK_MIN_ROWS = 64
-#: Most rows of a packed operand block: a W3 mini-batch of 256 samples in one block,
-#: so that each update tile is summed over the whole batch in one pass.
-PACK_ROWS = 256
 #: Samples, rows and columns from which BP2 transposes ``W_next`` and uses dot tiles.
 BP2_DOT_MIN = 64
-#: Padding, in elements, added to a packed row: one cache line.
-_PAD = 16
 
 #: fastmath for the elementwise passes: no ``reassoc``, which would fold the two-part
 #: ln 2 of the range reduction in :func:`_exp_neg` back into one constant.
@@ -79,8 +66,10 @@ _ELEMENTWISE = {"nsz", "contract"}
 
 
 def pack_size(dtype, threads: int | None = None) -> int:
-    """Elements of the scratch buffer that the tiled kernels pack operands into: per
-    thread, a block of :data:`PACK_ROWS` padded row segments and one 4-row tile."""
+    """Elements of the scratch buffer ``pack`` that the tiled kernels take: none. The
+    axpy path of BP2 and BP4 packed tall operand blocks into it; the outer tiles that
+    replaced it read their operands in place. (Removing the argument from the kernels'
+    and drivers' signatures is pending.)"""
     if threads is None:
         threads = numba.get_num_threads()
     return threads * _part_elems(np.dtype(dtype).itemsize)
@@ -88,7 +77,7 @@ def pack_size(dtype, threads: int | None = None) -> int:
 
 @njit(cache=True)
 def _part_elems(itemsize):
-    return (PACK_ROWS + 4) * (AXPY_BYTES // itemsize + _PAD)
+    return 0
 
 
 @njit(cache=True)
@@ -305,33 +294,12 @@ def _tile_span(t_lo, t_hi, n):
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
-def _axpy_cols(itemsize):
-    """Columns of an axpy row segment: :data:`AXPY_BYTES` of them."""
-    return AXPY_BYTES // itemsize
-
-
-@njit(cache=True, error_model=ERROR_MODEL)
 def _rows_in(cols, itemsize, n, least):
     """Rows (a multiple of 4, at least ``least``, at most ``n``) of ``cols`` columns
     that fit :data:`BLOCK_BYTES`."""
     rows = BLOCK_BYTES // (cols * itemsize)
     rows = max(least, rows - rows % 4)
     return min(rows, n)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _pack(src, r_lo, r_hi, k_lo, k_hi, pack, p):
-    """Copy ``src[r_lo:r_hi, k_lo:k_hi]`` into part ``p`` of ``pack`` with a padded row
-    stride; returns the 2-D view whose row i holds source row ``r_lo + i`` from 0."""
-    ld = k_hi - k_lo + _PAD
-    base = p * _part_elems(src.itemsize)
-    out = as_rows(pack, base, r_hi - r_lo, ld)
-    for i in range(r_hi - r_lo):
-        row = src[r_lo + i, k_lo:k_hi]
-        dst = out[i]
-        for k in range(k_hi - k_lo):
-            dst[k] = row[k]
-    return out
 
 
 # ------------------------------------------------------------------------- kernels
@@ -460,13 +428,11 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
     j in registers (the axpy tiles ran at ~95 GF/s on W3's 1024 × 1024 layer, the
     dot tiles at ~165, and the transpose costs ~0.3 ms).
 
-    Otherwise each tile adds :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` for up to 4
-    samples and 4 rows j to rows of ``delta``
-    (:func:`~nbbackprop.kernels.cpu_tiles.axpy_tile`, vectorised along k, no
-    transpose). Each thread owns a run of columns k (of ``delta`` and of
-    ``W_next``), taken in segments of :data:`AXPY_BYTES`; rows j go in blocks such
-    that ``W_next[block, segment]`` (packed when tall) stays in L2 while every
-    sample tile passes over it.
+    Otherwise each outer tile (:func:`~nbbackprop.kernels.cpu_tiles.outer_tile`)
+    sums :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` over all j in registers, for up to
+    4 samples and 4 registers of columns k (no transpose), and writes it once. Each
+    thread owns a run of columns k (of ``delta`` and of ``W_next``). ``pack`` is not
+    used (it was the axpy path's; the signature is that of the other tiled kernels).
     """
     m, n = a.shape
     n_next = W_next.shape[0]
@@ -480,7 +446,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
             _hidden_delta_dot_part(WT, delta_next, a, delta, act, np.int64(part), parts)
         return
     for part in prange(parts):
-        _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, np.int64(part), parts)
+        _hidden_delta_outer_part(W_next, delta_next, a, delta, act, np.int64(part), parts)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -516,99 +482,58 @@ def _hidden_delta_dot_part(WT, delta_next, a, delta, act, p, parts):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, p, parts):
-    """Part ``p`` of ``parts`` of BP2 by axpy tiles (:func:`hidden_delta_tiled`): a run
-    of columns k."""
+def _hidden_delta_outer_part(W_next, delta_next, a, delta, act, p, parts):
+    """Part ``p`` of ``parts`` of BP2 by outer tiles (:func:`hidden_delta_tiled`): a run
+    of whole registers of columns k (the last part also takes the columns after the
+    last whole register)."""
     m, n = a.shape
     n_next = W_next.shape[0]
-    seg = _axpy_cols(W_next.itemsize)
-    rows = min(n_next, PACK_ROWS)
-    zero = delta.dtype.type(0)
-    n_seg = -(-n // seg)
-    # whole segments per thread when there are enough, else split the columns evenly
-    if n_seg >= parts:
-        s_lo, s_hi = _share(n_seg, parts, p)
-        c_lo, c_hi = s_lo * seg, min(s_hi * seg, n)
-    else:
-        c_lo, c_hi = _share(n, parts, p)
-    for k_lo in range(c_lo, c_hi, seg):
-        k_hi = min(k_lo + seg, c_hi)
-        for j_lo in range(0, n_next, rows):
-            j_hi = min(j_lo + rows, n_next)
-            if j_hi - j_lo >= PACK_MIN_ROWS:
-                B = _pack(W_next, j_lo, j_hi, k_lo, k_hi, pack, p)
-                b_row, b_col = 0, 0
-            else:
-                B = W_next
-                b_row, b_col = j_lo, k_lo
-            for xt in range(tile_count(m)):
-                x0, xr = tile_at(xt, m)
-                if j_lo == 0:
-                    for r in range(xr):
-                        dx = delta[x0 + r, k_lo:k_hi]
-                        for k in range(k_hi - k_lo):
-                            dx[k] = zero
-                for jt in range(tile_count(j_hi - j_lo)):
-                    j0, jr = tile_at(jt, j_hi - j_lo)
-                    axpy_tile(xr, jr, delta, x0, k_lo, B, b_row + j0, b_col, delta_next,
-                              x0, j_lo + j0, np.bool_(False), 1.0, k_hi - k_lo)  # fmt: skip
-        for x in range(m):
-            _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
+    L = lanes(W_next)
+    v_lo, v_hi = _share(n // L, parts, p)
+    k_lo = v_lo * L
+    k_hi = v_hi * L if p < parts - 1 else n
+    one = delta.dtype.type(1)
+    # δ[x, k] = Σ_j δ_next[x, j] W_next[j, k]: coefficient D[j + x n_next] = δ_next[x, j]
+    # run-time values, not literals, so that BP2 and BP4 share one compilation (~2 s cold)
+    _outer_rows(_flat(delta_next), np.int64(1), n_next, n_next, W_next, delta, one, -one,
+                np.bool_(True), np.int64(0), tile_count(m), k_lo, k_hi)  # fmt: skip
+    for x in range(m):
+        _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
-def hidden_delta_axpy_serial(W_next, delta_next, a, delta, act, pack):
-    """:func:`hidden_delta_tiled_serial` by its axpy path alone, for a driver whose every
-    BP2 runs on one thread below :data:`BP2_DOT_MIN`: it compiles neither the parallel
-    kernel nor the transpose and dot path (~4 s of a cold start)."""
-    _hidden_delta_axpy_part(W_next, delta_next, a, delta, act, pack, np.int64(0), np.int64(1))
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n, first, scale):
-    """``C[c_row + r, c_col:+n] (+)= scale Σ_x δ[x, j0 + r] a_prev[x, k]`` for the rows
-    ``j0 + r`` of neuron tile ``jt`` and samples ``x_lo:x_hi`` (``first``: overwrite);
-    ``B[b_row + x - x_lo, b_col:+n]`` holds ``a_prev[x, k]``."""
-    j0, jr = tile_at(jt, delta.shape[1])
-    if first:
-        zero = C.dtype.type(0)
-        for r in range(jr):
-            row = C[c_row + r, c_col : c_col + n]
-            for k in range(n):
-                row[k] = zero
-    for xt in range(tile_count(x_hi - x_lo)):
-        x0, xr = tile_at(xt, x_hi - x_lo)
-        # np.bool_: a run-time bool, so that BP2 and BP4 share one compilation of the
-        # tile dispatch (literal True and False compiled it twice, ~2 s cold)
-        axpy_tile(jr, xr, C, c_row, c_col, B, b_row + x0, b_col, delta, x_lo + x0, j0,
-                  np.bool_(True), scale, n)  # fmt: skip
+def hidden_delta_outer_serial(W_next, delta_next, a, delta, act):
+    """:func:`hidden_delta_tiled_serial` by its outer-tile path alone, for a driver whose
+    every BP2 runs on one thread below :data:`BP2_DOT_MIN`: it compiles neither the
+    parallel kernel nor the transpose and dot path (~4 s of a cold start)."""
+    _hidden_delta_outer_part(W_next, delta_next, a, delta, act, np.int64(0), np.int64(1))
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _outer_rows(delta, a_prev, C, keep, step, overwrite, jt_lo, jt_hi):
-    """``C[j] = keep C[j] - step Σ_x δ[x, j] a_prev[x]`` (``overwrite``: without the
-    first term) for the rows j of neuron tiles ``jt_lo .. jt_hi-1``, by outer tiles:
-    each block of rows × registers of ``C`` is summed over the whole mini-batch in
-    registers, then written once."""
-    m, n_out = delta.shape
-    n_in = a_prev.shape[1]
-    L = lanes(a_prev)
-    vectors = n_in // L
+def _outer_rows(D, ds, dr, m, A, C, keep, step, overwrite, rt_lo, rt_hi, k_lo, k_hi):
+    """``C[i, k] = keep C[i, k] - step Σ_{s<m} D[s ds + i dr] A[s, k]`` (``overwrite``:
+    without the first term) for the rows i of row tiles ``rt_lo .. rt_hi-1`` and the
+    columns ``k_lo .. k_hi-1``, by outer tiles (:func:`~.cpu_tiles.outer_tile`): each
+    block of rows × registers of ``C`` is summed over all m terms in registers, then
+    written once. Columns past the last whole register are summed one by one."""
+    L = lanes(A)
+    n_rows = C.shape[0]
+    vectors = (k_hi - k_lo) // L
     widest = OUTER_VECTORS[0]
     v0 = 0
-    while v0 < vectors:  # a column block of a_prev stays in L1 while the row tiles pass
+    while v0 < vectors:  # a column block of A stays in L1 while the row tiles pass
         vn = widest if vectors - v0 >= widest else 1
-        for jt in range(jt_lo, jt_hi):
-            j0, jr = tile_at(jt, n_out)
-            outer_tile(jr, vn, C, j0, v0 * L, delta, a_prev, m, keep, step, overwrite)
+        for rt in range(rt_lo, rt_hi):
+            i0, ir = tile_at(rt, n_rows)
+            outer_tile(ir, vn, C, i0, k_lo + v0 * L, D, ds, dr, A, m, keep, step, overwrite)
         v0 += vn
-    r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-    for j in range(r_lo, r_hi):  # the columns after the last whole register
-        for k in range(vectors * L, n_in):
+    i_lo, i_hi = _tile_span(rt_lo, rt_hi, n_rows)
+    for i in range(i_lo, i_hi):
+        for k in range(k_lo + vectors * L, k_hi):
             total = C.dtype.type(0)
-            for x in range(m):
-                total += delta[x, j] * a_prev[x, k]
-            C[j, k] = -step * total if overwrite else keep * C[j, k] - step * total
+            for s in range(m):
+                total += D[s * ds + i * dr] * A[s, k]
+            C[i, k] = -step * total if overwrite else keep * C[i, k] - step * total
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -620,58 +545,11 @@ def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
     m, n_out = delta.shape
     jt_lo, jt_hi = _share(tile_count(n_out), parts, p)
     n_in = a_prev.shape[1]
-    rows = min(m, PACK_ROWS)
-    packed = rows >= PACK_MIN_ROWS
     update = W.shape[0] > 0
-    if not packed:  # the mini-batch in registers: outer tiles, a_prev read in place
-        # (names of their own: Numba types a name once for the whole function)
-        out, overwrite, coef = (W, False, step) if update else (G, True, G.dtype.type(-1))
-        _outer_rows(delta, a_prev, out, keep, coef, overwrite, jt_lo, jt_hi)
-    else:
-        # float64 updates add each sample group straight into W. float32 ones sum the
-        # whole batch first: in a 4-row tile of the scratch (after this thread's packed
-        # block when there is one) when the batch is one block, else in G.
-        direct = update and W.itemsize == 8
-        in_tile = update and not direct and rows == m
-        seg = _axpy_cols(a_prev.itemsize)
-        ld = seg + _PAD
-        base = p * _part_elems(a_prev.itemsize) + PACK_ROWS * ld
-        T = as_rows(pack, base, 4, ld)
-        for k_lo in range(0, n_in, seg):
-            k_hi = min(k_lo + seg, n_in)
-            n = k_hi - k_lo
-            if direct and keep != 1:
-                r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-                for j in range(r_lo, r_hi):
-                    w = W[j, k_lo:k_hi]
-                    for k in range(n):
-                        w[k] = keep * w[k]
-            for x_lo in range(0, m, rows):
-                x_hi = min(x_lo + rows, m)
-                if x_hi - x_lo >= PACK_MIN_ROWS:
-                    B = _pack(a_prev, x_lo, x_hi, k_lo, k_hi, pack, p)
-                    b_row, b_col = 0, 0
-                else:
-                    B = a_prev
-                    b_row, b_col = x_lo, k_lo
-                for jt in range(jt_lo, jt_hi):
-                    j0, jr = tile_at(jt, n_out)
-                    # one call site for the three targets: each inlined copy of the tile
-                    # dispatch costs seconds of cold compilation
-                    if direct:
-                        C, c_row, c_col, first, scale = W, j0, k_lo, False, -step
-                    elif in_tile:
-                        C, c_row, c_col, first, scale = T, 0, 0, True, 1.0
-                    else:
-                        C, c_row, c_col, first, scale = G, j0, k_lo, x_lo == 0, 1.0
-                    _outer_segment(delta, B, b_row, b_col, x_lo, x_hi, C, c_row, c_col, jt, n,
-                                   first, scale)  # fmt: skip
-                    if update and not direct and x_hi == m:
-                        for r in range(jr):
-                            w = W[j0 + r, k_lo:k_hi]
-                            g = C[c_row + r, c_col : c_col + n]
-                            for k in range(n):
-                                w[k] = keep * w[k] - step * g[k]
+    # the whole mini-batch in registers (outer tiles), a_prev read in place
+    out, overwrite, coef = (W, False, step) if update else (G, True, G.dtype.type(-1))
+    _outer_rows(_flat(delta), n_out, np.int64(1), m, a_prev, out, keep, coef,
+                np.bool_(overwrite), jt_lo, jt_hi, np.int64(0), n_in)  # fmt: skip
     if update:  # BP3 and the step of the biases of this part's rows
         r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
         for j in range(r_lo, r_hi):
@@ -689,17 +567,17 @@ def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
     delta, a_prev, nabla_w
         As for :func:`~nbbackprop.kernels.cpu.weight_grads`.
     pack : ndarray
-        Scratch of :func:`pack_size` elements, ``a_prev``'s dtype.
+        The (empty) scratch of :func:`pack_size` elements.
 
     Notes
     -----
-    Equation (16): each tile adds :math:`\sum_x \delta^l_j(x)\, a^{l-1}_k(x)` for up
-    to 4 rows j and 4 samples x to rows of ``nabla_w``
-    (:func:`~nbbackprop.kernels.cpu_tiles.axpy_tile`; no transpose of δ or
+    Equation (16): each outer tile sums :math:`\sum_x \delta^l_j(x)\, a^{l-1}_k(x)`
+    over the whole mini-batch in registers for up to 4 rows j and 4 registers of
+    columns k, and writes it into ``nabla_w`` once
+    (:func:`~nbbackprop.kernels.cpu_tiles.outer_tile`; no transpose of δ or
     ``a_prev``). Each thread owns a run of rows j (the same as in
-    :func:`weighted_sums_tiled`); columns go in segments of :data:`AXPY_BYTES`,
-    samples in blocks such that ``a_prev[block, segment]`` (packed when tall) stays
-    in L2 while the thread's row tiles pass over it.
+    :func:`weighted_sums_tiled`); columns go in blocks of 4 registers, whose
+    ``a_prev[:, block]`` stays in L1 while the thread's row tiles pass over it.
     """
     parts = _threads()
     no_W = nabla_w[:0]
@@ -727,9 +605,9 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
     eta, inv_m, l2 : float
         η, 1/m and λ/n, as for :func:`~nbbackprop.kernels.cpu.sgd_update`.
     nabla_w : ndarray, shape (n_out, n_in)
-        Scratch: receives the summed gradient, segment by segment.
+        Not used: each block of the gradient is applied from registers.
     pack : ndarray
-        Scratch of :func:`pack_size` elements.
+        The (empty) scratch of :func:`pack_size` elements.
 
     Notes
     -----
@@ -739,16 +617,14 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
               - \frac{\eta}{m} \sum_x \delta^l_j(x)\, a^{l-1}_k(x), \qquad
               b^l_j \to b^l_j - \frac{\eta}{m} \sum_x \delta^l_j(x)
 
-    the update of ``weight_grads``, ``bias_grads`` and ``sgd_update``. In float32 each
-    segment of the gradient is summed over the whole mini-batch first, exactly as in
-    :func:`weight_grads_tiled` (so the rounding is that of the unfused kernels:
+    the update of ``weight_grads``, ``bias_grads`` and ``sgd_update``. Each outer tile
+    sums its block of the gradient over the whole mini-batch in registers, exactly as
+    :func:`weight_grads_tiled` does (so the rounding is that of the unfused kernels:
     adding each 4-sample group straight into a float32 ``W`` made runs drift ~100×
-    further from float64 ones), then applied to ``W`` while it is in L1. In float64
-    each 4-sample group is added straight into ``W`` (scaled by -η/m): the extra
-    roundings are ~1e-16 relative, and it saves the passes that zero and apply the
-    gradient (W1's first-layer update on 2 threads: 10.7 → 6.2 µs per mini-batch; float32
-    the same shape: 16.6 → 7.3 µs). Run it after BP2 has used this layer's weights. Each thread
-    owns the rows it owns in :func:`weighted_sums_tiled`.
+    further from float64 ones), then applies it to ``W``: each block of ``W`` is read
+    and written once (W2's first-layer update on 2 threads: 24.1 → 15.9 µs per
+    mini-batch against the axpy tiles). Run it after BP2 has used this layer's weights.
+    Each thread owns the rows it owns in :func:`weighted_sums_tiled`.
     """
     step = W.dtype.type(eta * inv_m)
     keep = W.dtype.type(1.0 - eta * l2)

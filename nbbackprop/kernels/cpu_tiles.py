@@ -1,19 +1,21 @@
 """Register-tiled micro-kernels for the ``"tiled"`` CPU strategy.
 
 The two products of backpropagation come in two shapes, and each has its own
-micro-kernel; both loop over one contiguous axis innermost so that LLVM's loop
-vectoriser (with ``reassoc``) turns the loop into SIMD code, and both keep a small
-tile of results in registers:
+micro-kernel; both keep a small tile of results in registers:
 
 - **dot tiles** ``c[r, s] = Σ_k A[i0+r, k] B[j0+s, k]`` (both operands contiguous along
   the summed axis): the forward pass, ``z = a_prev Wᵀ``. ``mr × nr`` accumulators are
-  vectorised along k, so one load of ``A[i, k:k+16]`` feeds ``nr`` fused multiply-adds;
-  the tile is reduced to scalars once, at the end of k.
-- **axpy tiles** ``C[r0+r, k] += Σ_s d[r, s] B[s0+s, k]`` (the output contiguous along
-  k, the coefficients ``d`` a small scalar matrix held in registers): BP2,
-  ``δ = δ_next W``, and BP4, ``∇W = δᵀ a_prev``, without transposing anything. One
-  load of ``B[s, k:k+16]`` feeds ``rn`` multiply-adds and each output vector is read
-  and written once per ``sn`` rows of B.
+  vectorised along k by LLVM's loop vectoriser (with ``reassoc``), so one load of
+  ``A[i, k:k+16]`` feeds ``nr`` fused multiply-adds; the tile is reduced to scalars
+  once, at the end of k.
+- **outer tiles** ``C[i, k] = keep C[i, k] - step Σ_s D[s, i] A[s, k]`` (the output
+  contiguous along k): BP4 and the SGD step, ``W -= (η/m) δᵀ a_prev``, and BP2,
+  ``δ = δ_next W``, without transposing anything. ``rn`` rows × ``vn`` SIMD registers
+  of C are summed over all s in registers (the loop over s innermost, which the loop
+  vectoriser cannot give, so they are written with the :mod:`.simd` register type),
+  then written once. Per term, ``vn`` loads of A feed ``rn × vn`` multiply-adds.
+  (They replaced axpy tiles, which added 4 terms at a time into C in memory: W2's
+  update 24.1 → 15.9 µs per mini-batch.)
 
 Tile sizes are compile-time constants (run-time tile sizes cost 4–8×, see
 ``docs/performance.md``): every combination of 4, 2 and 1 rows by 4, 2 and 1 columns
@@ -25,7 +27,7 @@ see :data:`TILE`.
 Every loop runs from 0 over a row view, with an unsigned index where LLVM cannot
 prove it non-negative: Numba's negative-index wraparound turns each address into a
 ``select``, an "unsafe indirect dependence" to the loop vectoriser, which then
-leaves the loop scalar (the 4 × 4 axpy tile ran at 13 GF/s instead of ~90).
+leaves the loop scalar (a 4 × 4 tile ran at 13 GF/s instead of ~90).
 Accumulators start from ``A.dtype.type(0)``: a Python ``0.0`` would silently make a
 float32 kernel compute in float64.
 
@@ -67,35 +69,19 @@ def _dot_{mr}x{nr}(A, i0, B, j0):
 '''
 
 _OUTER_TEMPLATE = '''
-def _outer_{rn}x{vn}(C, r0, k0, D, A, m, keep, step, overwrite):
-    """C[r0 + r, k0:+{vn}L] = keep C[...] - step Σ_s D[s, r0 + r] A[s, k0:+{vn}L] for r < {rn}
-    (``overwrite``: ``- step Σ...`` alone), L the lanes of a register."""
+def _outer_{rn}x{vn}(C, r0, k0, D, ds, dr, A, m, keep, step, overwrite):
+    """C[r0 + r, k0:+{vn}L] = keep C[...] - step Σ_s D[s ds + (r0 + r) dr] A[s, k0:+{vn}L]
+    for r < {rn} (``overwrite``: ``- step Σ...`` alone), L the lanes of a register."""
 {init}
     for s in range(m):
 {loads}
+        at = s * ds + r0 * dr
 {coefs}
 {fmas}
     if overwrite:
 {overwrite}
     else:
 {update}
-'''
-
-_AXPY_TEMPLATE = '''
-def _axpy_{rn}x{sn}(C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n):
-    """C[r0 + r, c_col:+n] += Σ_s d[r, s] B[s0 + s, b_col:+n] for r < {rn}, s < {sn}.
-
-    d[r, s] = scale * S[p0 + r, q0 + s], or scale * S[p0 + s, q0 + r] when ``trans``.
-    """
-    scale = C.dtype.type(scale)
-{rows}
-    if trans:
-{coef_t}
-    else:
-{coef}
-    for k in range(np.uint64(n)):
-{loads}
-{updates}
 '''
 
 
@@ -122,24 +108,6 @@ def _dot_source(mr: int, nr: int) -> str:
     )
 
 
-def _axpy_source(rn: int, sn: int) -> str:
-    rows = [f"c{r} = C[r0 + {r}, c_col : c_col + n]" for r in range(rn)]
-    rows += [f"b{s} = B[s0 + {s}, b_col : b_col + n]" for s in range(sn)]
-    coef_t = [f"d{r}{s} = scale * S[p0 + {s}, q0 + {r}]" for r in range(rn) for s in range(sn)]
-    coef = [f"d{r}{s} = scale * S[p0 + {r}, q0 + {s}]" for r in range(rn) for s in range(sn)]
-    loads = [f"y{s} = b{s}[k]" for s in range(sn)]
-    updates = [f"c{r}[k] += " + " + ".join(f"d{r}{s} * y{s}" for s in range(sn)) for r in range(rn)]
-    return _AXPY_TEMPLATE.format(
-        rn=rn,
-        sn=sn,
-        rows=_indent(rows, 4),
-        coef_t=_indent(coef_t, 8),
-        coef=_indent(coef, 8),
-        loads=_indent(loads, 8),
-        updates=_indent(updates, 8),
-    )
-
-
 def _outer_source(rn: int, vn: int) -> str:
     acc = [(r, v) for r in range(rn) for v in range(vn)]
     return _OUTER_TEMPLATE.format(
@@ -147,13 +115,19 @@ def _outer_source(rn: int, vn: int) -> str:
         vn=vn,
         init=_indent([f"c{r}{v} = vzero(C)" for r, v in acc], 4),
         loads=_indent([f"y{v} = vload(A, s, k0, {v})" for v in range(vn)], 8),
-        coefs=_indent([f"d{r} = D[s, r0 + {r}]" for r in range(rn)], 8),
+        coefs=_indent([f"d{r} = D[np.uint64(at + {r} * dr)]" for r in range(rn)], 8),
         fmas=_indent([f"c{r}{v} = vfma(d{r}, y{v}, c{r}{v})" for r, v in acc], 8),
-        overwrite=_indent([f"vstore(C, r0 + {r}, k0, {v}, vscale(-step, c{r}{v}))"
-                           for r, v in acc], 8),  # fmt: skip
-        update=_indent([f"vstore(C, r0 + {r}, k0, {v}, "
-                        f"vfma(-step, c{r}{v}, vscale(keep, vload(C, r0 + {r}, k0, {v}))))"
-                        for r, v in acc], 8),  # fmt: skip
+        overwrite=_indent(
+            [f"vstore(C, r0 + {r}, k0, {v}, vscale(-step, c{r}{v}))" for r, v in acc], 8
+        ),  # fmt: skip
+        update=_indent(
+            [
+                f"vstore(C, r0 + {r}, k0, {v}, "
+                f"vfma(-step, c{r}{v}, vscale(keep, vload(C, r0 + {r}, k0, {v}))))"
+                for r, v in acc
+            ],
+            8,
+        ),  # fmt: skip
     )
 
 
@@ -177,20 +151,17 @@ def _build():
     tile = njit(cache=True, fastmath=FASTMATH, inline="always")
     for mr in SIZES:
         for nr in SIZES:
-            for kind, source in (("dot", _dot_source(mr, nr)), ("axpy", _axpy_source(mr, nr))):
-                exec(compile(source, __file__, "exec"), namespace)
-                name = f"_{kind}_{mr}x{nr}"
-                namespace[name] = tile(namespace[name])
+            exec(compile(_dot_source(mr, nr), __file__, "exec"), namespace)
+            name = f"_dot_{mr}x{nr}"
+            namespace[name] = tile(namespace[name])
     exec(compile(_dispatch_source("dot", "A, i0, B, j0", "A, i0, B, j0"), __file__, "exec"),
          namespace)  # fmt: skip
-    axpy_args = "C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n"
-    exec(compile(_dispatch_source("axpy", axpy_args, axpy_args), __file__, "exec"), namespace)
     for rn in SIZES:
         for vn in OUTER_VECTORS:
             exec(compile(_outer_source(rn, vn), __file__, "exec"), namespace)
             name = f"_outer_{rn}x{vn}"
             namespace[name] = tile(namespace[name])
-    outer_args = "C, r0, k0, D, A, m, keep, step, overwrite"
+    outer_args = "C, r0, k0, D, ds, dr, A, m, keep, step, overwrite"
     source = _dispatch_source("outer", outer_args, outer_args, (SIZES, OUTER_VECTORS))
     exec(compile(source, __file__, "exec"), namespace)
 
@@ -201,16 +172,13 @@ _build()
 #: ``Σ_k A[i0+r, k] B[j0+s, k]`` for ``r < mr``, ``s < nr`` (zeros elsewhere); mr, nr
 #: each 4, 2 or 1.
 dot_tile = njit(cache=True, fastmath=FASTMATH)(dot_tile)  # noqa: F821 - defined by _build
-#: ``axpy_tile(rn, sn, C, r0, c_col, B, s0, b_col, S, p0, q0, trans, scale, n)``:
-#: ``C[r0+r, c_col:+n] += Σ_s d[r, s] B[s0+s, b_col:+n]`` for ``r < rn``, ``s < sn``
-#: with ``d[r, s] = scale S[p0+r, q0+s]`` (``S[p0+s, q0+r]`` when ``trans``); rn, sn
-#: each 4, 2 or 1.
-axpy_tile = njit(cache=True, fastmath=FASTMATH)(axpy_tile)  # noqa: F821 - defined by _build
-#: ``outer_tile(rn, vn, C, r0, k0, D, A, m, keep, step, overwrite)``:
-#: ``C[r0+r, k0:+vn L] = keep C[r0+r, k0:+vn L] - step Σ_{s<m} D[s, r0+r] A[s, k0:+vn L]``
-#: for ``r < rn`` (``overwrite``: without the first term, C is not read), L the lanes
-#: of a :class:`~.simd.Simd` register; rn 4, 2 or 1, vn one of :data:`OUTER_VECTORS`.
-#: The rn × vn sums stay in registers over all m samples.
+#: ``outer_tile(rn, vn, C, r0, k0, D, ds, dr, A, m, keep, step, overwrite)``:
+#: ``C[i, k0:+vn L] = keep C[i, k0:+vn L] - step Σ_{s<m} D[s ds + i dr] A[s, k0:+vn L]``
+#: for the rows ``i = r0 .. r0+rn-1`` (``overwrite``: without the first term, C is not
+#: read), L the lanes of a :class:`~.simd.Simd` register; rn 4, 2 or 1, vn one of
+#: :data:`OUTER_VECTORS`. The coefficients come from a flat ``D`` by strides, so that
+#: BP4 (``D = δ``, summed over samples) and BP2 (``D = δ_next``, summed over its
+#: neurons) share one compilation. The rn × vn sums stay in registers over all m terms.
 outer_tile = njit(cache=True, fastmath=FASTMATH)(outer_tile)  # noqa: F821 - defined by _build
 
 

@@ -138,7 +138,7 @@ def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scrat
 @njit(cache=True, inline="always")
 def _small_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
     """BP2 of a network whose every BP2 is serial and small (:func:`_small_bp2`)."""
-    t.hidden_delta_axpy_serial(W, delta, a_prev, delta_prev, act, pack)
+    t.hidden_delta_outer_serial(W, delta, a_prev, delta_prev, act)
 
 
 @njit(cache=True, inline="always")

@@ -69,7 +69,10 @@ def _vector_pointer(context, builder, sig, args):
     vector of ``L`` lanes."""
     array_type, array = sig.args[0], args[0]
     lanes = _lanes_of(array_type)
-    i, k, v = (context.cast(builder, x, t, types.intp) for x, t in zip(args[1:4], sig.args[1:4]))
+    i, k, v = (
+        context.cast(builder, x, t, types.intp)
+        for x, t in zip(args[1:4], sig.args[1:4], strict=True)
+    )
     column = builder.add(k, builder.mul(v, ir.Constant(k.type, lanes)))
     ary = context.make_array(array_type)(context, builder, array)
     element = cgutils.get_item_pointer2(
