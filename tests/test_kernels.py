@@ -76,16 +76,13 @@ def test_dot_tile(mr, nr, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rn", cpu_tiles.SIZES)
-@pytest.mark.parametrize("vn", cpu_tiles.OUTER_VECTORS)
+@pytest.mark.parametrize("vn", (*cpu_tiles.OUTER_VECTORS, 0))
 @pytest.mark.parametrize("by_rows", [False, True])
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_outer_tile(rn, vn, by_rows, overwrite, dtype, rng):
-    L = (
-        64 // np.dtype(dtype).itemsize
-        if cpu_tiles.VEC_REGISTERS == 32
-        else 32 // np.dtype(dtype).itemsize
-    )
-    n = 3 + vn * L + 5  # the tile's columns start at 3 and end 5 before the last
+    L = (64 if cpu_tiles.VEC_REGISTERS == 32 else 32) // np.dtype(dtype).itemsize
+    width = vn * L if vn else L - 3  # vn = 0: the first L - 3 columns of one register
+    n = 3 + width + 5  # the tile's columns start at 3 and end 5 before the last
     C = rng.uniform(-1, 1, (7, n)).astype(dtype)
     A = rng.uniform(-1, 1, (9, n)).astype(dtype)
     D = rng.uniform(-1, 1, (9, 7) if not by_rows else (7, 9)).astype(dtype)
@@ -94,12 +91,12 @@ def test_outer_tile(rn, vn, by_rows, overwrite, dtype, rng):
     coef = D[:, 2 : 2 + rn] if not by_rows else D[2 : 2 + rn, :].T
     keep, step = dtype(0.75), dtype(0.5)
     expected = C.astype(np.float64)
-    k = slice(3, 3 + vn * L)
+    k = slice(3, 3 + width)
     total = coef.T.astype(np.float64) @ A[:, k].astype(np.float64)
     first = 0.0 if overwrite else keep * expected[2 : 2 + rn, k]
     expected[2 : 2 + rn, k] = first - step * total
-    cpu_tiles.outer_tile(rn, vn, C, 2, 3, D.ravel(), ds, dr, A, 9, keep, step, overwrite)
-    assert_close(C, expected, dtype)
+    cpu_tiles.outer_tile(rn, vn, C, 2, 3, D.ravel(), ds, dr, A, 9, keep, step, overwrite, width)
+    assert_close(C, expected, dtype)  # and nothing outside the tile changed
 
 
 def test_outer_tiles_at_avx2_width(tmp_path):

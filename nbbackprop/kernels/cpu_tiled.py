@@ -54,6 +54,9 @@ from .simd import lanes
 #: Bytes of the operand block that stays in L2 while tiles stream past it (half of a
 #: Zen 4 core's 1 MiB L2).
 BLOCK_BYTES = 1 << 19
+#: Bytes of L1 data cache that a forward pass's rows of W and sample tile may fill
+#: (of Zen 5's 48 KiB).
+L1_BYTES = 40960
 #: Largest ``W`` (bytes) whose rows each thread keeps for itself, in the forward pass
 #: as in the update: about what the two cores' L2 hold besides the activations.
 OWN_ROWS_BYTES = 1 << 20
@@ -303,6 +306,14 @@ def _rows_in(cols, itemsize, n, least):
 
 
 # ------------------------------------------------------------------------- kernels
+@njit(cache=True, error_model=ERROR_MODEL)
+def _neuron_group(n_in, itemsize):
+    """Neuron tiles whose rows of W stay in L1 (with one sample tile's rows beside them)
+    while the forward pass takes every sample tile: at least 1."""
+    rows = L1_BYTES // (n_in * itemsize)
+    return max(1, (rows - 4) // 4)
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
     """``z = a_prev Wᵀ + b`` on sample tiles ``it_lo:it_hi`` × neuron tiles
@@ -311,16 +322,18 @@ def _forward_tiles(W, b, a_prev, z, it_lo, it_hi, jt_lo, jt_hi, j_lo):
     bias = b.shape[0] > 0
     m = a_prev.shape[0]
     nj = W.shape[0] - j_lo
-    for it in range(it_lo, it_hi):
-        i0, mr = tile_at(it, m)
-        for jt in range(jt_lo, jt_hi):
-            j0, nr = tile_at(jt, nj)
-            j0 += j_lo
-            c = dot_tile(mr, nr, a_prev, i0, W, j0)
-            for r in range(mr):
-                zx = z[i0 + r]
-                for s in range(nr):
-                    zx[j0 + s] = c[4 * r + s] + (b[j0 + s] if bias else 0)
+    group = _neuron_group(W.shape[1], W.itemsize)
+    for jg in range(jt_lo, jt_hi, group):  # these rows of W stay in L1 over the samples
+        for it in range(it_lo, it_hi):
+            i0, mr = tile_at(it, m)
+            for jt in range(jg, min(jg + group, jt_hi)):
+                j0, nr = tile_at(jt, nj)
+                j0 += j_lo
+                c = dot_tile(mr, nr, a_prev, i0, W, j0)
+                for r in range(mr):
+                    zx = z[i0 + r]
+                    for s in range(nr):
+                        zx[j0 + s] = c[4 * r + s] + (b[j0 + s] if bias else 0)
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
@@ -515,25 +528,22 @@ def _outer_rows(D, ds, dr, m, A, C, keep, step, overwrite, rt_lo, rt_hi, k_lo, k
     without the first term) for the rows i of row tiles ``rt_lo .. rt_hi-1`` and the
     columns ``k_lo .. k_hi-1``, by outer tiles (:func:`~.cpu_tiles.outer_tile`): each
     block of rows × registers of ``C`` is summed over all m terms in registers, then
-    written once. Columns past the last whole register are summed one by one."""
+    written once. Columns past the last whole register go in one masked register."""
     L = lanes(A)
     n_rows = C.shape[0]
     vectors = (k_hi - k_lo) // L
     widest = OUTER_VECTORS[0]
+    rest = k_hi - k_lo - vectors * L
     v0 = 0
-    while v0 < vectors:  # a column block of A stays in L1 while the row tiles pass
-        vn = widest if vectors - v0 >= widest else 1
+    # a column block of A stays in L1 while the row tiles pass; whole registers, then
+    # the columns after the last whole one in a masked register (vn = 0)
+    while v0 < vectors or (v0 == vectors and rest > 0):
+        vn = widest if vectors - v0 >= widest else (1 if v0 < vectors else 0)
         for rt in range(rt_lo, rt_hi):
             i0, ir = tile_at(rt, n_rows)
-            outer_tile(ir, vn, C, i0, k_lo + v0 * L, D, ds, dr, A, m, keep, step, overwrite)
-        v0 += vn
-    i_lo, i_hi = _tile_span(rt_lo, rt_hi, n_rows)
-    for i in range(i_lo, i_hi):
-        for k in range(k_lo + vectors * L, k_hi):
-            total = C.dtype.type(0)
-            for s in range(m):
-                total += D[s * ds + i * dr] * A[s, k]
-            C[i, k] = -step * total if overwrite else keep * C[i, k] - step * total
+            outer_tile(ir, vn, C, i0, k_lo + v0 * L, D, ds, dr, A, m, keep, step, overwrite,
+                       rest)  # fmt: skip
+        v0 += max(vn, 1)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)

@@ -40,7 +40,16 @@ from __future__ import annotations
 import numpy as np  # noqa: F401 - used by the generated code
 from numba import njit
 
-from .simd import VEC_REGISTERS, vfma, vload, vscale, vstore, vzero  # noqa: F401 - generated code
+from .simd import (  # noqa: F401 - used by the generated code
+    VEC_REGISTERS,
+    vfma,
+    vload,
+    vload_first,
+    vscale,
+    vstore,
+    vstore_first,
+    vzero,
+)
 
 #: fastmath without ``nnan``/``ninf`` (NaN must still reach the divergence check).
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -69,8 +78,8 @@ def _dot_{mr}x{nr}(A, i0, B, j0):
 '''
 
 _OUTER_TEMPLATE = '''
-def _outer_{rn}x{vn}(C, r0, k0, D, ds, dr, A, m, keep, step, overwrite):
-    """C[r0 + r, k0:+{vn}L] = keep C[...] - step Σ_s D[s ds + (r0 + r) dr] A[s, k0:+{vn}L]
+def _outer_{rn}x{vn}(C, r0, k0, D, ds, dr, A, m, keep, step, overwrite, count):
+    """C[r0 + r, k0:+{width}] = keep C[...] - step Σ_s D[s ds + (r0 + r) dr] A[s, k0:+{width}]
     for r < {rn} (``overwrite``: ``- step Σ...`` alone), L the lanes of a register."""
 {init}
     for s in range(m):
@@ -109,21 +118,42 @@ def _dot_source(mr: int, nr: int) -> str:
 
 
 def _outer_source(rn: int, vn: int) -> str:
-    acc = [(r, v) for r in range(rn) for v in range(vn)]
+    """Source of the outer tile of ``rn`` rows by ``vn`` registers; ``vn == 0``: by the
+    first ``count`` (< L) lanes of one register (the columns after the last whole one)."""
+    partial = vn == 0
+    regs = 1 if partial else vn
+    acc = [(r, v) for r in range(rn) for v in range(regs)]
+
+    def load(array, row, v):
+        return (
+            f"vload_first({array}, {row}, k0, count)"
+            if partial
+            else f"vload({array}, {row}, k0, {v})"
+        )
+
+    def store(row, v, value):
+        if partial:
+            return f"vstore_first(C, {row}, k0, count, {value})"
+        return f"vstore(C, {row}, k0, {v}, {value})"
+
     return _OUTER_TEMPLATE.format(
         rn=rn,
         vn=vn,
+        width="count" if partial else f"{vn}L",
         init=_indent([f"c{r}{v} = vzero(C)" for r, v in acc], 4),
-        loads=_indent([f"y{v} = vload(A, s, k0, {v})" for v in range(vn)], 8),
+        loads=_indent([f"y{v} = {load('A', 's', v)}" for v in range(regs)], 8),
         coefs=_indent([f"d{r} = D[np.uint64(at + {r} * dr)]" for r in range(rn)], 8),
         fmas=_indent([f"c{r}{v} = vfma(d{r}, y{v}, c{r}{v})" for r, v in acc], 8),
         overwrite=_indent(
-            [f"vstore(C, r0 + {r}, k0, {v}, vscale(-step, c{r}{v}))" for r, v in acc], 8
+            [store(f"r0 + {r}", v, f"vscale(-step, c{r}{v})") for r, v in acc], 8
         ),  # fmt: skip
         update=_indent(
             [
-                f"vstore(C, r0 + {r}, k0, {v}, "
-                f"vfma(-step, c{r}{v}, vscale(keep, vload(C, r0 + {r}, k0, {v}))))"
+                store(
+                    f"r0 + {r}",
+                    v,
+                    f"vfma(-step, c{r}{v}, vscale(keep, {load('C', f'r0 + {r}', v)}))",
+                )
                 for r, v in acc
             ],
             8,
@@ -157,12 +187,12 @@ def _build():
     exec(compile(_dispatch_source("dot", "A, i0, B, j0", "A, i0, B, j0"), __file__, "exec"),
          namespace)  # fmt: skip
     for rn in SIZES:
-        for vn in OUTER_VECTORS:
+        for vn in (*OUTER_VECTORS, 0):
             exec(compile(_outer_source(rn, vn), __file__, "exec"), namespace)
             name = f"_outer_{rn}x{vn}"
             namespace[name] = tile(namespace[name])
-    outer_args = "C, r0, k0, D, ds, dr, A, m, keep, step, overwrite"
-    source = _dispatch_source("outer", outer_args, outer_args, (SIZES, OUTER_VECTORS))
+    outer_args = "C, r0, k0, D, ds, dr, A, m, keep, step, overwrite, count"
+    source = _dispatch_source("outer", outer_args, outer_args, (SIZES, (*OUTER_VECTORS, 0)))
     exec(compile(source, __file__, "exec"), namespace)
 
 
@@ -172,13 +202,15 @@ _build()
 #: ``Σ_k A[i0+r, k] B[j0+s, k]`` for ``r < mr``, ``s < nr`` (zeros elsewhere); mr, nr
 #: each 4, 2 or 1.
 dot_tile = njit(cache=True, fastmath=FASTMATH)(dot_tile)  # noqa: F821 - defined by _build
-#: ``outer_tile(rn, vn, C, r0, k0, D, ds, dr, A, m, keep, step, overwrite)``:
+#: ``outer_tile(rn, vn, C, r0, k0, D, ds, dr, A, m, keep, step, overwrite, count)``:
 #: ``C[i, k0:+vn L] = keep C[i, k0:+vn L] - step Σ_{s<m} D[s ds + i dr] A[s, k0:+vn L]``
 #: for the rows ``i = r0 .. r0+rn-1`` (``overwrite``: without the first term, C is not
 #: read), L the lanes of a :class:`~.simd.Simd` register; rn 4, 2 or 1, vn one of
-#: :data:`OUTER_VECTORS`. The coefficients come from a flat ``D`` by strides, so that
-#: BP4 (``D = δ``, summed over samples) and BP2 (``D = δ_next``, summed over its
-#: neurons) share one compilation. The rn × vn sums stay in registers over all m terms.
+#: :data:`OUTER_VECTORS`, or 0 for the first ``count`` (< L) columns only (masked
+#: loads and stores: nothing past them is touched). The coefficients come from a flat
+#: ``D`` by strides, so that BP4 (``D = δ``, summed over samples) and BP2
+#: (``D = δ_next``, summed over its neurons) share one compilation. The rn × vn sums
+#: stay in registers over all m terms.
 outer_tile = njit(cache=True, fastmath=FASTMATH)(outer_tile)  # noqa: F821 - defined by _build
 
 

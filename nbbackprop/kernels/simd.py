@@ -1,5 +1,5 @@
 """SIMD registers for the outer-product tiles: a Numba type for one vector register and
-the five operations on it that an outer-product micro-kernel needs.
+the operations on it that an outer-product micro-kernel needs.
 
 The dot and axpy tiles of :mod:`.cpu_tiles` leave vectorisation to LLVM's loop
 vectoriser, which vectorises the innermost loop only. An outer-product tile of BP4,
@@ -10,7 +10,8 @@ and writes it again for every 4 samples). LLVM cannot produce that loop order fr
 scalar code, so this module names the register: :class:`Simd` is ``<L x float>``
 (``L`` = :data:`VEC_BYTES` / itemsize) and lives in a register like a scalar, and the
 tile is written with :func:`vload`, :func:`vfma` and :func:`vstore` the way a C kernel
-is written with intrinsics.
+is written with intrinsics; :func:`vload_first` and :func:`vstore_first` (masked) take
+the columns after a row's last whole register.
 
 :data:`VEC_BYTES` follows the features Numba compiles for (``NUMBA_CPU_FEATURES``,
 else the host's): 64 with AVX-512, else 32. Numba's on-disk cache is keyed by those
@@ -65,15 +66,18 @@ def _lanes_of(array_type) -> int:
 
 
 def _vector_pointer(context, builder, sig, args):
-    """Pointer to ``A[i, k + v L]`` (``args`` start ``A, i, k, v``) as a pointer to a
-    vector of ``L`` lanes."""
+    """Pointer to ``A[i, k + v L]`` (``args`` start ``A, i, k``, then ``v`` or not) as a
+    pointer to a vector of ``L`` lanes."""
     array_type, array = sig.args[0], args[0]
     lanes = _lanes_of(array_type)
-    i, k, v = (
+    i, k = (
         context.cast(builder, x, t, types.intp)
-        for x, t in zip(args[1:4], sig.args[1:4], strict=True)
+        for x, t in zip(args[1:3], sig.args[1:3], strict=True)
     )
-    column = builder.add(k, builder.mul(v, ir.Constant(k.type, lanes)))
+    column = k
+    if len(args) > 3 and isinstance(sig.args[3], types.Integer):
+        v = context.cast(builder, args[3], sig.args[3], types.intp)
+        column = builder.add(k, builder.mul(v, ir.Constant(k.type, lanes)))
     ary = context.make_array(array_type)(context, builder, array)
     element = cgutils.get_item_pointer2(
         context, builder, ary.data, cgutils.unpack_tuple(builder, ary.shape),
@@ -177,3 +181,58 @@ def vscale(typingctx, s, x):
         return builder.fmul(_splat(builder, scalar, args[1].type), args[1])
 
     return x(s, x), codegen
+
+
+def _first_lanes(builder, count, lanes):
+    """The mask ``<lane < count>`` of a register of ``lanes`` lanes."""
+    count = builder.trunc(count, ir.IntType(32)) if count.type.width > 32 else count
+    index = ir.Constant(ir.VectorType(ir.IntType(32), lanes), list(range(lanes)))
+    return builder.icmp_unsigned("<", index, _splat(builder, count, index.type))
+
+
+def _masked(builder, name, vector_type, args):
+    bits = 64 if isinstance(vector_type.element, ir.DoubleType) else 32
+    suffix = f"v{vector_type.count}f{bits}.p0"
+    types_ = [a.type for a in args]
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector_type if name == "load" else ir.VoidType(), types_),
+        f"llvm.masked.{name}.{suffix}",
+    )  # fmt: skip
+    return builder.call(fn, args)
+
+
+@intrinsic
+def vload_first(typingctx, A, i, k, count):
+    """The first ``count`` (< L) elements of ``A[i, k:]`` in the first lanes of a
+    register, zeros in the others; nothing past them is read."""
+    if not _is_matrix(A):
+        return None
+    vector = Simd(A.dtype)
+
+    def codegen(context, builder, sig, args):
+        pointer = _vector_pointer(context, builder, sig, args[:3])
+        vector_type = context.get_value_type(vector)
+        count = context.cast(builder, args[3], sig.args[3], types.int64)
+        mask = _first_lanes(builder, count, vector.lanes)
+        align = ir.Constant(ir.IntType(32), A.dtype.bitwidth // 8)
+        return _masked(builder, "load", vector_type,
+                       [pointer, align, mask, ir.Constant(vector_type, None)])  # fmt: skip
+
+    return vector(A, i, k, count), codegen
+
+
+@intrinsic
+def vstore_first(typingctx, A, i, k, count, x):
+    """``A[i, k:k+count] = x[:count]`` (``count`` < L); nothing past them is written."""
+    if not _is_matrix(A) or not isinstance(x, Simd) or x.dtype != A.dtype:
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _vector_pointer(context, builder, sig, args[:3])
+        count = context.cast(builder, args[3], sig.args[3], types.int64)
+        mask = _first_lanes(builder, count, x.lanes)
+        align = ir.Constant(ir.IntType(32), A.dtype.bitwidth // 8)
+        _masked(builder, "store", args[4].type, [args[4], pointer, align, mask])
+        return context.get_dummy_value()
+
+    return types.void(A, i, k, count, x), codegen
