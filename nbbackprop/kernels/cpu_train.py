@@ -447,8 +447,9 @@ def _train_sgd_body(
         if ready == 0:
             a0 = _rows_of(X, order, start, m, abuf, slots[slot])
         y = _rows_of(Y, order, start, m, ybuf, 0)
-        if i + 1 < last:
-            _prefetch_batch(X, order, start + batch_size, batch_size)
+        ahead = 2 if skew else 1  # the fused region below reads the next batch already
+        if i + ahead < last:
+            _prefetch_batch(X, order, start + ahead * batch_size, batch_size)
         FORWARD_PASS(  # noqa: F821
             params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
         )
