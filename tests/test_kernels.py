@@ -318,10 +318,51 @@ def test_sgd_update_forward_tiled_is_the_two_kernels_bitwise(shape, act, dtype, 
     if not split:
         return  # the driver never fuses these
     cpu_tiled.sgd_update_forward_tiled(
-        W2, b2, delta, a_prev, 0.7, 1.0 / m, 0.01, g2, pack, a_next, z2, o2, act
-    )
+        W2, b2, delta, a_prev, 0.7, 1.0 / m, 0.01, g2, pack, a_next, z2, o2, act,
+        W2[:0], delta[:0], delta[:0],
+    )  # fmt: skip
     for got, want in ((W2, W1), (b2, b1), (z2, z1), (o2, o1)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(10, 784, 30), (32, 784, 100), (7, 50, 40), (12, 9, 30)])
+@pytest.mark.parametrize("act", [fn.SIGMOID, fn.RELU])
+def test_fused_region_with_the_layer_above(shape, act, dtype, rng):
+    """The region that also runs BP2 through the layer above and that layer's weight
+    step, each thread on its own neurons' columns, against the serial kernels one after
+    the other: BP2, the step of the layer above, the update, the next forward pass."""
+    m, n_in, n_out = shape
+    W, b, a_prev, _ = _data(rng, m, n_in, n_out, dtype)
+    W_up, _, _, delta_up = _data(rng, m, n_out, 10, dtype)
+    name = {fn.SIGMOID: "sigmoid", fn.RELU: "relu"}[act]
+    a = _act(rng.uniform(-2, 2, (m, n_out)), name).astype(dtype)  # this layer's outputs
+    a_next = rng.uniform(0, 1, (m + 1, n_in)).astype(dtype)[:m]
+    if not cpu_tiled.forward_splits_by_neurons(W, m):
+        pytest.skip("the driver fuses only forward passes split by neurons")
+    pack = cpu_tiled.pack_buffer(dtype)
+    g = np.full((n_out, n_in), np.nan, dtype=dtype)
+    # serial kernels, one after the other
+    W1, b1, W_up1 = W.copy(), b.copy(), W_up.copy()
+    delta1 = np.full((m, n_out), np.nan, dtype=dtype)
+    cpu_tiled.hidden_delta_outer_serial(W_up1, delta_up, a, delta1, act)
+    b_up = np.zeros(10, dtype=dtype)
+    cpu_tiled.sgd_layer_update_tiled_serial(W_up1, b_up, delta_up, a, 0.7, 1.0 / m, 0.01,
+                                            g[:10, :n_out], pack)  # fmt: skip
+    cpu_tiled.sgd_layer_update_tiled_serial(W1, b1, delta1, a_prev, 0.7, 1.0 / m, 0.01, g, pack)
+    z1, o1 = (np.full((m, n_out), np.nan, dtype=dtype) for _ in range(2))
+    cpu_tiled.weighted_sums_tiled_serial(W1, b1, a_next, z1, o1, act)
+    # the region
+    W2, b2, W_up2 = W.copy(), b.copy(), W_up.copy()
+    delta2 = np.full((m, n_out), np.nan, dtype=dtype)
+    z2, o2 = (np.full((m, n_out), np.nan, dtype=dtype) for _ in range(2))
+    a2 = a.copy()  # this layer's outputs, overwritten by the next mini-batch's
+    cpu_tiled.sgd_update_forward_tiled(
+        W2, b2, delta2, a_prev, 0.7, 1.0 / m, 0.01, g, pack, a_next, z2, a2, act,
+        W_up2, delta_up, a2,
+    )  # fmt: skip
+    for got, want in ((delta2, delta1), (W_up2, W_up1), (W2, W1), (b2, b1), (z2, z1), (a2, o1)):
+        assert_close(got, want, dtype)
 
 
 # ------------------------------------------------------------------- updates

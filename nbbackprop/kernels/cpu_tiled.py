@@ -495,23 +495,30 @@ def _hidden_delta_dot_part(WT, delta_next, a, delta, act, p, parts):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _hidden_delta_outer_part(W_next, delta_next, a, delta, act, p, parts):
-    """Part ``p`` of ``parts`` of BP2 by outer tiles (:func:`hidden_delta_tiled`): a run
-    of whole registers of columns k (the last part also takes the columns after the
-    last whole register)."""
-    m, n = a.shape
+def _hidden_delta_cols(W_next, delta_next, a, delta, act, k_lo, k_hi):
+    """BP2 by outer tiles for the columns ``k_lo .. k_hi-1`` of ``delta``: for every
+    sample x, ``δ[x, k] = Σ_j δ_next[x, j] W_next[j, k] σ'(z[x, k])``."""
+    m = a.shape[0]
     n_next = W_next.shape[0]
-    L = lanes(W_next)
-    v_lo, v_hi = _share(n // L, parts, p)
-    k_lo = v_lo * L
-    k_hi = v_hi * L if p < parts - 1 else n
     one = delta.dtype.type(1)
-    # δ[x, k] = Σ_j δ_next[x, j] W_next[j, k]: coefficient D[j + x n_next] = δ_next[x, j]
-    # run-time values, not literals, so that BP2 and BP4 share one compilation (~2 s cold)
+    # coefficient D[j + x n_next] = δ_next[x, j]; run-time values, not literals, so that
+    # BP2 and BP4 share one compilation (~2 s cold)
     _outer_rows(_flat(delta_next), np.int64(1), n_next, n_next, W_next, delta, one, -one,
                 np.bool_(True), np.int64(0), tile_count(m), k_lo, k_hi)  # fmt: skip
     for x in range(m):
         _derivative_row(delta[x, k_lo:k_hi], a[x, k_lo:k_hi], act)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _hidden_delta_outer_part(W_next, delta_next, a, delta, act, p, parts):
+    """Part ``p`` of ``parts`` of BP2 by outer tiles (:func:`hidden_delta_tiled`): a run
+    of whole registers of columns k (the last part also takes the columns after the
+    last whole register)."""
+    n = a.shape[1]
+    L = lanes(W_next)
+    v_lo, v_hi = _share(n // L, parts, p)
+    k_hi = v_hi * L if p < parts - 1 else n
+    _hidden_delta_cols(W_next, delta_next, a, delta, act, v_lo * L, k_hi)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -646,15 +653,20 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
 
 
 def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                          out_next, act, update):  # fmt: skip
-    r"""When ``update``, :func:`sgd_layer_update_tiled` on this mini-batch; then
-    :func:`weighted_sums_tiled` of ``a_next`` (→ ``z_next``, ``out_next``), in one
-    parallel region.
+                          out_next, act, update, W_up, delta_up, a):  # fmt: skip
+    r"""When ``W_up`` has rows, BP2 through it into ``delta`` and its SGD step (its
+    weights; not its biases); when ``update``, :func:`sgd_layer_update_tiled` on this
+    mini-batch; then :func:`weighted_sums_tiled` of ``a_next`` (→ ``z_next``,
+    ``out_next``), in one parallel region.
 
     Each thread updates its rows of ``W`` and ``b`` and at once computes its neurons'
     weighted sums of the next mini-batch with them: no thread reads another's rows, so
     one fork/join does the work of two, with the same arithmetic in the same order
-    (results bitwise those of the two kernels). With the update, only valid when the
+    (results bitwise those of the two kernels). Before that, the δ of its neurons, which
+    its rows' update needs, is its own part of BP2 through the layer above
+    (``W_up``, ``delta_up``; ``a`` holds this layer's activations), and the columns of
+    ``W_up`` that BP2 just read are its own to update: the small layer above then adds
+    no serial work between the regions (W1, W2). With the update, only valid when the
     forward pass of ``a_next`` splits by neurons (:func:`forward_splits_by_neurons`)
     and ``act`` is not softmax; the training driver checks both. Without it, this is
     the parallel region of :func:`weighted_sums_tiled`: one parallel kernel compiled
@@ -667,9 +679,33 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
         p = np.int64(part)
+        if W_up.shape[0] > 0:
+            _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, parts)
         if update:
             _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
         _weighted_sums_part(W, b, a_next, z_next, out_next, act, p, parts)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, parts):
+    """BP2 through ``W_up`` into the neurons that part ``p`` of ``parts`` owns in this
+    layer (its rows of W), then the SGD step of those columns of ``W_up``."""
+    m, n_up = delta_up.shape
+    k_lo, k_hi = _tile_span(*_share(tile_count(a.shape[1]), parts, p), a.shape[1])
+    _hidden_delta_cols(W_up, delta_up, a, delta, act, k_lo, k_hi)
+    _outer_rows(_flat(delta_up), n_up, np.int64(1), m, a, W_up, keep, step, np.bool_(False),
+                np.int64(0), tile_count(n_up), k_lo, k_hi)  # fmt: skip
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_step(b, delta, eta, inv_m):
+    """BP3 and the SGD step of a layer's biases alone: ``b -= (η/m) Σ_x δ[x]``."""
+    step = b.dtype.type(eta * inv_m)
+    for j in range(b.shape[0]):
+        total = b.dtype.type(0)
+        for x in range(delta.shape[0]):
+            total += delta[x, j]
+        b[j] -= step * total
 
 
 update_forward_tiled = njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(
@@ -679,11 +715,12 @@ update_forward_tiled = njit(parallel=True, cache=True, fastmath=FASTMATH, error_
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
 def sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                             out_next, act):  # fmt: skip
-    """:func:`sgd_layer_update_tiled` on this mini-batch, then :func:`weighted_sums_tiled`
-    of the next one, in one parallel region (:func:`update_forward_tiled`)."""
+                             out_next, act, W_up, delta_up, a):  # fmt: skip
+    """BP2 through ``W_up`` (when it has rows) and its step, :func:`sgd_layer_update_tiled`
+    on this mini-batch, then :func:`weighted_sums_tiled` of the next one, in one parallel
+    region (:func:`update_forward_tiled`)."""
     update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                         out_next, act, np.bool_(True))  # fmt: skip
+                         out_next, act, np.bool_(True), W_up, delta_up, a)  # fmt: skip
 
 
 def _forward_region(W, b, a_prev, z, a, act):
@@ -697,7 +734,7 @@ def _forward_region_for(W, b, a_prev, z, a, act):
         # never reads (empty views stand in for them)
         def region(W, b, a_prev, z, a, act):
             update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, W, b, a_prev, z, a,
-                                 act, np.bool_(False))  # fmt: skip
+                                 act, np.bool_(False), W[:0], z[:0], z[:0])  # fmt: skip
             _softmax_after_split(W, a_prev, z, a, act, _threads())
     else:
         # read-only parameters (inference on a read-only buffer): the update's writes
@@ -724,7 +761,8 @@ def sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
     :func:`update_forward_tiled` with a 0-row next mini-batch (one parallel kernel
     compiled for the update, the forward pass and both, ~2 s of a cold start)."""
     update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_prev[:0],
-                         delta[:0], delta[:0], np.int64(0), np.bool_(True))  # fmt: skip
+                         delta[:0], delta[:0], np.int64(0), np.bool_(True), W[:0], delta[:0],
+                         delta[:0])  # fmt: skip
 
 
 @njit(cache=True, error_model=ERROR_MODEL)

@@ -268,10 +268,11 @@ def _backward_body(
 
 def _backward_sgd_body(
     params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
-    cap, m, par, eta, l2, pack,
+    cap, m, par, eta, l2, pack, l_low,
 ):  # fmt: skip
-    """BP1–BP4 and the SGD step fused layer by layer down to layer 1, BP2 into layer 0
-    included (:func:`_train_sgd_body` updates layer 0); returns Σ_x C_x.
+    """BP1–BP4 and the SGD step fused layer by layer down to layer ``l_low`` (1, or 2
+    when the caller's parallel region does layer 1's BP2 and step), BP2 into layer
+    l_low − 1 included (:func:`_train_sgd_body` updates layer 0); returns Σ_x C_x.
 
     Layer l is updated as soon as BP2 has carried δ through its (old) weights; each
     segment of its gradient is applied while it is in L1. Nothing is updated when
@@ -284,7 +285,7 @@ def _backward_sgd_body(
     total = OUTPUT_ERROR(a_L, y, delta_L, costs, acts[L - 1], cost, par[L - 1] % 2, m)  # noqa: F821
     if not np.isfinite(total):
         return total
-    for l in range(L - 1, 0, -1):
+    for l in range(L - 1, l_low - 1, -1):
         delta = _rows(dbuf, cap * z_off[l], m, sizes[l + 1])
         a_prev = _rows(abuf, cap * a_off[l], m, sizes[l])
         W, b = _weights(params, sizes, w_off, b_off, l)
@@ -421,7 +422,10 @@ def _train_sgd_body(
     Layer 0's update and the next mini-batch's layer-0 forward pass share one parallel
     region (:func:`~nbbackprop.kernels.cpu_tiled.sgd_update_forward_tiled`) when both
     split ``W^0`` by rows: one fork/join per mini-batch fewer (W1: 5,000 per epoch),
-    the same arithmetic. The next mini-batch is read in place when its rows are
+    the same arithmetic. When BP2 into layer 0 takes the outer tiles, it and layer 1's
+    weight step join that region too, each thread doing its own neurons' columns
+    (layer 1's bias step stays serial): nothing of layer 1 but BP1 and its forward pass
+    is left on one thread. The next mini-batch is read in place when its rows are
     consecutive, else gathered first into the second input slot of ``abuf`` (after
     the last layer's activations; the two slots alternate), so that this one's
     inputs, which the update reads, stay where they are.
@@ -453,9 +457,17 @@ def _train_sgd_body(
         FORWARD_PASS(  # noqa: F821
             params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
         )
+        fuse = False  # this update and the next forward pass in one region
+        start_n, m_n, in_place = start + batch_size, 0, True
+        if skew and i + 1 < last:
+            m_n = min(batch_size, n - start_n)
+            in_place = _consecutive(order, start_n, m_n)
+            fuse = (in_place or two_slots) and t.forward_splits_by_neurons(W0, m_n)
+        # layer 1's BP2 and step in that region too, when BP2 takes the outer tiles
+        lift = fuse and min(m, sizes[1], sizes[2]) < t.BP2_DOT_MIN
         total = BACKWARD_SGD(  # noqa: F821
             params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
-            cap, m, par, eta, l2, pack,
+            cap, m, par, eta, l2, pack, 2 if lift else 1,
         )  # fmt: skip
         mean_cost = total / m
         batch_costs[i] = mean_cost
@@ -464,21 +476,23 @@ def _train_sgd_body(
         delta0 = _rows(dbuf, cap * z_off[0], m, sizes[1])
         inv_m = 1.0 / m
         ready = 0
-        if skew and i + 1 < last:
-            start_n = start + batch_size
-            m_n = min(batch_size, n - start_n)
-            in_place = _consecutive(order, start_n, m_n)
-            if (in_place or two_slots) and t.forward_splits_by_neurons(W0, m_n):
-                if not in_place:  # gathered into the other slot (read in place else)
-                    slot = 1 - slot
-                a_next = _rows_of(X, order, start_n, m_n, abuf, slots[slot])
-                t.sgd_update_forward_tiled(
-                    W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, a_next,
-                    _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
-                    _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0],
-                )  # fmt: skip
-                a0 = a_next
-                ready = 1
+        if fuse:
+            W_up, delta_up, a_hidden = W0[:0], delta0[:0], delta0[:0]
+            if lift:
+                W_up, b_up = _weights(params, sizes, w_off, b_off, 1)
+                delta_up = _rows(dbuf, cap * z_off[1], m, sizes[2])
+                a_hidden = _rows(abuf, cap * a_off[1], m, sizes[1])
+                t.bias_step(b_up, delta_up, eta, inv_m)
+            if not in_place:  # gathered into the other slot (read in place else)
+                slot = 1 - slot
+            a_next = _rows_of(X, order, start_n, m_n, abuf, slots[slot])
+            t.sgd_update_forward_tiled(
+                W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, a_next,
+                _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
+                _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0], W_up, delta_up, a_hidden,
+            )  # fmt: skip
+            a0 = a_next
+            ready = 1
         if ready == 0:
             SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, par[0] % 2, pack)  # noqa: F821
         step[0] += 1
