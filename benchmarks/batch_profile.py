@@ -32,7 +32,7 @@ NAMES = ("fwd0_parallel", "fwd1", "bp1", "bp2", "upd1", "upd0_parallel", "all_ke
 
 def _loop(which: int):
     @njit
-    def run(reps, W0, b0, W1, b1, XB, z0, a0, z1, a1, y, d1, d0, costs, G0, G1, scratch, pack):
+    def run(reps, W0, b0, W1, b1, XB, z0, a0, z1, a1, y, d1, d0, costs, scratch):
         sig, cost = fn.SIGMOID, fn.QUADRATIC
         for i in range(reps):
             j = (i % (XB.shape[0] // 10)) * 10 if which == 7 else 0
@@ -44,11 +44,11 @@ def _loop(which: int):
             if which == 2 or which >= 6:
                 k.output_delta_serial(a1, y, d1, costs, sig, cost)
             if which == 3 or which >= 6:
-                t.hidden_delta_tiled_serial(W1, d1, a0, d0, sig, pack, scratch)
+                t.hidden_delta_tiled_serial(W1, d1, a0, d0, sig, scratch)
             if which == 4 or which >= 6:
-                t.sgd_layer_update_tiled_serial(W1, b1, d1, a0, 1e-9, 0.1, 0.0, G1, pack)
+                t.sgd_layer_update_tiled_serial(W1, b1, d1, a0, 1e-9, 0.1, 0.0)
             if which == 5 or which >= 6:
-                t.sgd_layer_update_tiled(W0, b0, d0, X, 1e-9, 0.1, 0.0, G0, pack)
+                t.sgd_layer_update_tiled(W0, b0, d0, X, 1e-9, 0.1, 0.0)
 
     return run
 
@@ -69,8 +69,7 @@ def main(argv=None) -> int:
     arrays = (
         W0, np.zeros(30), W1, np.zeros(10), XB, np.empty((m, 30)), np.empty((m, 30)),
         np.empty((m, 10)), np.empty((m, 10)), y, np.empty((m, 10)), np.empty((m, 30)),
-        np.empty(m), np.empty_like(W0), np.empty_like(W1), np.empty(W1.size),
-        np.empty(t.pack_size(np.float64)),
+        np.empty(m), np.empty(W1.size),
     )  # fmt: skip
     runs = {name: _loop(i) for i, name in enumerate(NAMES)}
     for run in runs.values():

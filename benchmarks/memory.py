@@ -10,9 +10,7 @@ allocated during it (``tracemalloc``; Numba's own allocations are counted per
 mini-batch by ``tests/test_memory.py`` instead), and the prediction:
 
 - the per-batch buffers of ``Network._workspace`` (a, z, δ, targets, costs) and the
-  gradient buffer (the tiled strategy uses it as scratch),
-- the packing scratch of the tiled kernels (per thread, allocated once per compiled
-  call, not per mini-batch),
+  gradient buffer (tiled BP2 transposes large weights into it),
 - what ``fit`` itself allocates per epoch: the divergence guard's parameter snapshot,
   the sample order and the per-batch costs (the finiteness scan of X and Y is a
   compiled loop and allocates nothing).
@@ -31,7 +29,6 @@ CHILD = r"""
 import json, sys
 import numpy as np
 import nbbackprop as nb
-from nbbackprop.kernels import cpu_tiled
 from benchmarks.peers import WORKLOADS, make_data, init_params
 
 def status(key):
@@ -55,10 +52,8 @@ traced = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 peak = status("VmHWM")
 ws = net._workspace(min(wl.batch_size, n))
-itemsize = np.dtype(wl.dtype).itemsize
 pred = {
     "workspace": ws.nbytes,
-    "pack": cpu_tiled.pack_size(wl.dtype) * itemsize if sys.argv[2] in ("auto", "tiled") else 0,
     "fit_per_epoch": net.params.nbytes + 16 * n + 8 * (n // wl.batch_size + 1),
 }
 print(json.dumps({"work": sys.argv[1], "strategy": sys.argv[2], "rss_before": before,
@@ -82,7 +77,7 @@ def main(argv=None) -> int:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     mib = 2**20
     print("| work | data | parameters | peak RSS increase in an epoch | NumPy/Python "
-          "allocations in the epoch (tracemalloc peak) | predicted: buffers + pack + fit's "
+          "allocations in the epoch (tracemalloc peak) | predicted: buffers + fit's "
           "per-epoch arrays |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -91,7 +86,7 @@ def main(argv=None) -> int:
             f"| {r['work']} | {r['data'] / mib:.1f} MiB | {r['params'] / mib:.2f} MiB | "
             f"{r['peak_increase'] / mib:.1f} MiB | {r['traced_peak'] / mib:.2f} MiB | "
             f"{sum(p.values()) / mib:.1f} MiB = "
-            f"{p['workspace'] / mib:.2f} + {p['pack'] / mib:.2f} + "
+            f"{p['workspace'] / mib:.2f} + "
             f"{p['fit_per_epoch'] / mib:.1f} |"
         )
     print(json.dumps(rows))

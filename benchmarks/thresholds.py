@@ -58,18 +58,17 @@ PARAM_COUNTS = (5_000, 23_860, 50_000, 79_510, 120_000, 200_000, 400_000, 1_000_
 
 def _loop(forward, update):
     @njit
-    def run(W, b, a_prev, z, a, delta, nabla_w, pack, reps):
+    def run(W, b, a_prev, z, a, delta, nabla_w, nabla_b, reps):
         for _ in range(reps):
             forward(W, b, a_prev, z, a, SIGMOID)
-            update(W, b, delta, a_prev, 1e-9, 1.0 / a_prev.shape[0], 0.0, nabla_w, pack)
+            update(W, b, delta, a_prev, 1e-9, 1.0 / a_prev.shape[0], 0.0)
 
     return run
 
 
 def _plain_loop(forward, weight_grads, bias_grads):
     @njit
-    def run(W, b, a_prev, z, a, delta, nabla_w, pack, reps):
-        nabla_b = pack[: b.shape[0]]
+    def run(W, b, a_prev, z, a, delta, nabla_w, nabla_b, reps):
         for _ in range(reps):
             forward(W, b, a_prev, z, a, SIGMOID)
             weight_grads(delta, a_prev, nabla_w)
@@ -119,10 +118,10 @@ def measure(shape, dtype, repeats, serial_run, parallel_run):
     a = np.empty_like(z)
     delta = (rng.standard_normal((m, n_out)) * 1e-3).astype(dtype)
     nabla_w = np.empty_like(W)
-    pack = np.empty(max(t.pack_size(dtype), n_out), dtype)
+    nabla_b = np.empty(n_out, dtype)
     macs = m * n_in * n_out
     reps = max(20, int(1e9 / (2 * macs)))  # about 10-50 ms per timing
-    args = (W, b, a_prev, z, a, delta, nabla_w, pack)
+    args = (W, b, a_prev, z, a, delta, nabla_w, nabla_b)
     return macs, _timed(args, reps, repeats, serial_run, parallel_run)
 
 

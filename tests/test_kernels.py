@@ -114,7 +114,7 @@ def test_outer_tiles_at_avx2_width(tmp_path):
         "    d = rng.standard_normal((13, 30)).astype(dt)\n"
         "    a = rng.standard_normal((13, 37)).astype(dt)\n"
         "    g = np.full((30, 37), np.nan, dt)\n"
-        "    cpu_tiled.weight_grads_tiled_serial(d, a, g, cpu_tiled.pack_buffer(dt))\n"
+        "    cpu_tiled.weight_grads_tiled_serial(d, a, g)\n"
         "    ref = d.T.astype(float) @ a.astype(float)\n"
         "    assert np.abs(g - ref).max() < (1e-4 if dt == np.float32 else 1e-12), dt\n"
         "print('ok')\n"
@@ -228,10 +228,9 @@ def test_hidden_delta(shape, act, dtype, tiled, rng):
     W64, dn64, a64 = _f64(W_next, delta_next, a)
     expected = (dn64 @ W64) * _act_prime_from_a(a64, act)
     if tiled:
-        pack = cpu_tiled.pack_buffer(dtype)
         scratch = np.full(W_next.size, np.nan, dtype=dtype)
         kernels = [
-            lambda *args, k=k, s=s: k(*args, pack, s)
+            lambda *args, k=k, s=s: k(*args, s)
             for k in _variants(cpu_tiled, "hidden_delta_tiled")
             for s in (scratch, scratch[:0])  # transpose + dot tiles, or outer tiles
         ]
@@ -245,7 +244,7 @@ def test_hidden_delta(shape, act, dtype, tiled, rng):
 
 
 # ----------------------------------------------------------------- BP3, BP4
-#: (m, n_in, n_out): m spans 2 (packed) sample blocks in both dtypes.
+#: (m, n_in, n_out): up to 250 samples summed in registers, columns past the last register.
 BP4_SHAPES = SHAPES + [(250, 1030, 7), (130, 67, 5)]
 
 
@@ -255,10 +254,7 @@ def test_bias_and_weight_grads(shape, dtype, rng):
     m, n_in, n_out = shape
     _, _, a_prev, delta = _data(rng, m, n_in, n_out, dtype)
     a64, d64 = _f64(a_prev, delta)
-    pack = cpu_tiled.pack_buffer(dtype)
-    weight_kernels = _variants(cpu, "weight_grads") + [
-        lambda d, a, g, k=k: k(d, a, g, pack) for k in _variants(cpu_tiled, "weight_grads_tiled")
-    ]
+    weight_kernels = _variants(cpu, "weight_grads") + _variants(cpu_tiled, "weight_grads_tiled")
     for kernel in weight_kernels:
         nabla_w = np.full((n_out, n_in), np.nan, dtype=dtype)
         kernel(delta, a_prev, nabla_w)
@@ -279,11 +275,9 @@ def test_sgd_layer_update_tiled_matches_the_unfused_kernels(shape, l2, dtype, rn
     eta = 0.7
     W_ref = (1 - eta * l2) * W64 - (eta / m) * (d64.T @ a64)
     b_ref = b64 - (eta / m) * d64.sum(axis=0)
-    pack = cpu_tiled.pack_buffer(dtype)
     for kernel in _variants(cpu_tiled, "sgd_layer_update_tiled"):
         W1, b1 = W.copy(), b.copy()
-        scratch = np.full((n_out, n_in), np.nan, dtype=dtype)
-        kernel(W1, b1, delta, a_prev, eta, 1.0 / m, l2, scratch, pack)
+        kernel(W1, b1, delta, a_prev, eta, 1.0 / m, l2)
         assert_close(W1, W_ref, dtype, scale=10)
         assert_close(b1, b_ref, dtype, scale=10)
 
@@ -300,16 +294,14 @@ def test_sgd_update_forward_tiled_is_the_two_kernels_bitwise(shape, act, dtype, 
     m, n_in, n_out = shape
     W, b, a_prev, delta = _data(rng, m, n_in, n_out, dtype)
     a_next = rng.uniform(0, 1, (m + 1, n_in)).astype(dtype)[:m]  # a view, as in training
-    pack = cpu_tiled.pack_buffer(dtype)
     W1, b1, W2, b2 = W.copy(), b.copy(), W.copy(), b.copy()
     z1, z2, o1, o2 = (np.full((m, n_out), np.nan, dtype=dtype) for _ in range(4))
-    g1, g2 = (np.full((n_out, n_in), np.nan, dtype=dtype) for _ in range(2))
-    cpu_tiled.sgd_layer_update_tiled(W1, b1, delta, a_prev, 0.7, 1.0 / m, 0.01, g1, pack)
+    cpu_tiled.sgd_layer_update_tiled(W1, b1, delta, a_prev, 0.7, 1.0 / m, 0.01)
     cpu_tiled.weighted_sums_tiled(W1, b1, a_next, z1, o1, act)
     # the parallel update is the fused region with a 0-row next mini-batch: bitwise its
     # serial compilation, whatever the split
     W3, b3 = W.copy(), b.copy()
-    cpu_tiled.sgd_layer_update_tiled_serial(W3, b3, delta, a_prev, 0.7, 1.0 / m, 0.01, g2, pack)
+    cpu_tiled.sgd_layer_update_tiled_serial(W3, b3, delta, a_prev, 0.7, 1.0 / m, 0.01)
     np.testing.assert_array_equal(W3, W1)
     np.testing.assert_array_equal(b3, b1)
     split = cpu_tiled.forward_splits_by_neurons(W, m)
@@ -318,8 +310,8 @@ def test_sgd_update_forward_tiled_is_the_two_kernels_bitwise(shape, act, dtype, 
     if not split:
         return  # the driver never fuses these
     cpu_tiled.sgd_update_forward_tiled(
-        W2, b2, delta, a_prev, 0.7, 1.0 / m, 0.01, g2, pack, a_next, z2, o2, act,
-        W2[:0], delta[:0], delta[:0],
+        W2, b2, delta, a_prev, 0.7, 1.0 / m, 0.01, a_next, z2, o2, act, W2[:0], delta[:0],
+        delta[:0],
     )  # fmt: skip
     for got, want in ((W2, W1), (b2, b1), (z2, z1), (o2, o1)):
         np.testing.assert_array_equal(got, want)
@@ -340,16 +332,13 @@ def test_fused_region_with_the_layer_above(shape, act, dtype, rng):
     a_next = rng.uniform(0, 1, (m + 1, n_in)).astype(dtype)[:m]
     if not cpu_tiled.forward_splits_by_neurons(W, m):
         pytest.skip("the driver fuses only forward passes split by neurons")
-    pack = cpu_tiled.pack_buffer(dtype)
-    g = np.full((n_out, n_in), np.nan, dtype=dtype)
     # serial kernels, one after the other
     W1, b1, W_up1 = W.copy(), b.copy(), W_up.copy()
     delta1 = np.full((m, n_out), np.nan, dtype=dtype)
     cpu_tiled.hidden_delta_outer_serial(W_up1, delta_up, a, delta1, act)
     b_up = np.zeros(10, dtype=dtype)
-    cpu_tiled.sgd_layer_update_tiled_serial(W_up1, b_up, delta_up, a, 0.7, 1.0 / m, 0.01,
-                                            g[:10, :n_out], pack)  # fmt: skip
-    cpu_tiled.sgd_layer_update_tiled_serial(W1, b1, delta1, a_prev, 0.7, 1.0 / m, 0.01, g, pack)
+    cpu_tiled.sgd_layer_update_tiled_serial(W_up1, b_up, delta_up, a, 0.7, 1.0 / m, 0.01)
+    cpu_tiled.sgd_layer_update_tiled_serial(W1, b1, delta1, a_prev, 0.7, 1.0 / m, 0.01)
     z1, o1 = (np.full((m, n_out), np.nan, dtype=dtype) for _ in range(2))
     cpu_tiled.weighted_sums_tiled_serial(W1, b1, a_next, z1, o1, act)
     # the region
@@ -358,8 +347,7 @@ def test_fused_region_with_the_layer_above(shape, act, dtype, rng):
     z2, o2 = (np.full((m, n_out), np.nan, dtype=dtype) for _ in range(2))
     a2 = a.copy()  # this layer's outputs, overwritten by the next mini-batch's
     cpu_tiled.sgd_update_forward_tiled(
-        W2, b2, delta2, a_prev, 0.7, 1.0 / m, 0.01, g, pack, a_next, z2, a2, act,
-        W_up2, delta_up, a2,
+        W2, b2, delta2, a_prev, 0.7, 1.0 / m, 0.01, a_next, z2, a2, act, W_up2, delta_up, a2,
     )  # fmt: skip
     for got, want in ((delta2, delta1), (W_up2, W_up1), (W2, W1), (b2, b1), (z2, z1), (a2, o1)):
         assert_close(got, want, dtype)

@@ -3,7 +3,7 @@
 Numba's runtime counts its allocations when ``NUMBA_NRT_STATS=1`` is set before numba is
 imported, so the check runs in a fresh process: one call of the driver over 5 and over 20
 mini-batches must make the same number of allocations (the per-call ones: unboxed
-arguments, the packing scratch).
+arguments).
 """
 
 import os

@@ -46,7 +46,6 @@ class _Layer:
         self.delta_prev = np.empty((m, n_in), dtype=dtype)
         self.nabla_w = np.empty_like(self.W)
         self.nabla_b = np.empty_like(self.b)
-        self.pack = cpu_tiled.pack_buffer(dtype)
         self.variant = variant
         self.prepare()
         self.call()  # compile outside the timings
@@ -78,7 +77,7 @@ class HiddenDelta(_Layer):
         k = _kernel("hidden_delta", self.variant)
         args = (self.W, self.delta, self.a_prev, self.delta_prev, SIGMOID)
         if self.variant.startswith("tiled"):
-            k(*args, self.pack, self.nabla_w.reshape(-1))
+            k(*args, self.nabla_w.reshape(-1))
         else:
             k(*args)
 
@@ -89,7 +88,7 @@ class WeightGrads(_Layer):
     def call(self):
         k = _kernel("weight_grads", self.variant)
         args = (self.delta, self.a_prev, self.nabla_w)
-        k(*args, self.pack) if self.variant.startswith("tiled") else k(*args)
+        k(*args)
 
 
 class BiasGrads(_Layer):
@@ -126,7 +125,7 @@ class SgdUpdate(_Layer):
         if self.variant.startswith("tiled"):
             _kernel("sgd_layer_update", self.variant)(
                 self.W, self.b, self.delta, self.a_prev, 1e-6, 1.0 / self.a_prev.shape[0],
-                0.0, self.nabla_w, self.pack,
+                0.0,
             )  # fmt: skip
         else:
             _kernel("sgd_update", self.variant)(

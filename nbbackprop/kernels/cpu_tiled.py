@@ -1,9 +1,9 @@
 r"""Tiled CPU kernels: the equations of :mod:`nbbackprop.kernels.cpu`, cache-blocked
 and register-tiled.
 
-Same equations, same argument order as the per-equation kernels (plus a scratch
-buffer ``pack``, now empty: see :func:`pack_size`), built from the two micro-kernels
-of :mod:`nbbackprop.kernels.cpu_tiles`:
+Same equations, same argument order as the per-equation kernels (BP2 takes a scratch
+buffer for the transpose of large weights), built from the two micro-kernels of
+:mod:`nbbackprop.kernels.cpu_tiles`:
 
 - :func:`weighted_sums_tiled` (eq. 1–3) is a product ``a_prev Wᵀ`` whose operands
   are both contiguous along the summed axis: 4 × 4 **dot tiles**, accumulated in
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import types as types_
 
-import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -66,32 +65,6 @@ BP2_DOT_MIN = 64
 #: fastmath for the elementwise passes: no ``reassoc``, which would fold the two-part
 #: ln 2 of the range reduction in :func:`_exp_neg` back into one constant.
 _ELEMENTWISE = {"nsz", "contract"}
-
-
-def pack_size(dtype, threads: int | None = None) -> int:
-    """Elements of the scratch buffer ``pack`` that the tiled kernels take: none. The
-    axpy path of BP2 and BP4 packed tall operand blocks into it; the outer tiles that
-    replaced it read their operands in place. (Removing the argument from the kernels'
-    and drivers' signatures is pending.)"""
-    if threads is None:
-        threads = numba.get_num_threads()
-    return threads * _part_elems(np.dtype(dtype).itemsize)
-
-
-@njit(cache=True)
-def _part_elems(itemsize):
-    return 0
-
-
-@njit(cache=True)
-def pack_elems(itemsize):
-    """:func:`pack_size` from compiled code, for the current number of threads."""
-    return _iget_num_threads() * _part_elems(itemsize)
-
-
-def pack_buffer(dtype, threads: int | None = None) -> np.ndarray:
-    """A scratch buffer for the tiled kernels (allocate once, reuse for every batch)."""
-    return np.empty(pack_size(dtype, threads), dtype=dtype)
 
 
 # --------------------------------------------------------------------------- views
@@ -421,15 +394,13 @@ def _softmax_after_split(W, a_prev, z, a, act, parts):
             _softmax_row(z[x], a[x])
 
 
-def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
+def _hidden_delta_tiled(W_next, delta_next, a, delta, act, scratch):
     r"""BP2, :func:`~nbbackprop.kernels.cpu.hidden_delta` tiled.
 
     Parameters
     ----------
     W_next, delta_next, a, delta, act
         As for :func:`~nbbackprop.kernels.cpu.hidden_delta`.
-    pack : ndarray
-        Scratch of :func:`pack_size` elements, ``W_next``'s dtype.
     scratch : ndarray
         1-D scratch of at least ``W_next.size`` elements for its transpose, or empty.
 
@@ -444,8 +415,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, pack, scratch):
     Otherwise each outer tile (:func:`~nbbackprop.kernels.cpu_tiles.outer_tile`)
     sums :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` over all j in registers, for up to
     4 samples and 4 registers of columns k (no transpose), and writes it once. Each
-    thread owns a run of columns k (of ``delta`` and of ``W_next``). ``pack`` is not
-    used (it was the axpy path's; the signature is that of the other tiled kernels).
+    thread owns a run of columns k (of ``delta`` and of ``W_next``).
     """
     m, n = a.shape
     n_next = W_next.shape[0]
@@ -554,11 +524,11 @@ def _outer_rows(D, ds, dr, m, A, C, keep, step, overwrite, rt_lo, rt_hi, k_lo, k
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
+def _weight_grads_part(delta, a_prev, G, W, b, step, keep, p, parts):
     """Part ``p`` of ``parts`` of ``G = δᵀ a_prev``, a run of neuron tiles (the rows
     each thread owns in :func:`weighted_sums_tiled`); when ``W`` has rows, the update
-    ``W = keep W - step G`` instead, and ``b -= step Σ_x δ`` (see
-    :func:`sgd_layer_update_tiled`)."""
+    ``W = keep W - step δᵀ a_prev`` instead (``G`` is then not touched), and
+    ``b -= step Σ_x δ`` (see :func:`sgd_layer_update_tiled`)."""
     m, n_out = delta.shape
     jt_lo, jt_hi = _share(tile_count(n_out), parts, p)
     n_in = a_prev.shape[1]
@@ -576,15 +546,13 @@ def _weight_grads_part(delta, a_prev, G, pack, W, b, step, keep, p, parts):
             b[j] -= step * total
 
 
-def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
+def _weight_grads_tiled(delta, a_prev, nabla_w):
     r"""BP4, :func:`~nbbackprop.kernels.cpu.weight_grads` tiled.
 
     Parameters
     ----------
     delta, a_prev, nabla_w
         As for :func:`~nbbackprop.kernels.cpu.weight_grads`.
-    pack : ndarray
-        The (empty) scratch of :func:`pack_size` elements.
 
     Notes
     -----
@@ -602,11 +570,11 @@ def _weight_grads_tiled(delta, a_prev, nabla_w, pack):
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
         _weight_grads_part(
-            delta, a_prev, nabla_w, pack, no_W, _flat(nabla_w)[:0], zero, one, np.int64(part), parts
+            delta, a_prev, nabla_w, no_W, _flat(nabla_w)[:0], zero, one, np.int64(part), parts
         )
 
 
-def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
+def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2):
     r"""BP3, BP4 and the gradient-descent step of one layer, fused and tiled.
 
     Parameters
@@ -621,10 +589,6 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
         :math:`a^{l-1}` of the mini-batch.
     eta, inv_m, l2 : float
         η, 1/m and λ/n, as for :func:`~nbbackprop.kernels.cpu.sgd_update`.
-    nabla_w : ndarray, shape (n_out, n_in)
-        Not used: each block of the gradient is applied from registers.
-    pack : ndarray
-        The (empty) scratch of :func:`pack_size` elements.
 
     Notes
     -----
@@ -649,11 +613,11 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
         p = np.int64(part)
-        _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
+        _weight_grads_part(delta, a_prev, W, W, b, step, keep, p, parts)
 
 
-def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                          out_next, act, update, W_up, delta_up, a):  # fmt: skip
+def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next, act,
+                          update, W_up, delta_up, a):  # fmt: skip
     r"""When ``W_up`` has rows, BP2 through it into ``delta`` and its SGD step (its
     weights; not its biases); when ``update``, :func:`sgd_layer_update_tiled` on this
     mini-batch; then :func:`weighted_sums_tiled` of ``a_next`` (→ ``z_next``,
@@ -682,7 +646,7 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_
         if W_up.shape[0] > 0:
             _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, parts)
         if update:
-            _weight_grads_part(delta, a_prev, nabla_w, pack, W, b, step, keep, p, parts)
+            _weight_grads_part(delta, a_prev, W, W, b, step, keep, p, parts)
         _weighted_sums_part(W, b, a_next, z_next, out_next, act, p, parts)
 
 
@@ -714,13 +678,13 @@ update_forward_tiled = njit(parallel=True, cache=True, fastmath=FASTMATH, error_
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
-def sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                             out_next, act, W_up, delta_up, a):  # fmt: skip
+def sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next,
+                             act, W_up, delta_up, a):  # fmt: skip
     """BP2 through ``W_up`` (when it has rows) and its step, :func:`sgd_layer_update_tiled`
     on this mini-batch, then :func:`weighted_sums_tiled` of the next one, in one parallel
     region (:func:`update_forward_tiled`)."""
-    update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_next, z_next,
-                         out_next, act, np.bool_(True), W_up, delta_up, a)  # fmt: skip
+    update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next, act,
+                         np.bool_(True), W_up, delta_up, a)  # fmt: skip
 
 
 def _forward_region(W, b, a_prev, z, a, act):
@@ -733,8 +697,8 @@ def _forward_region_for(W, b, a_prev, z, a, act):
         # the region of update_forward_tiled without the update, whose arguments it
         # never reads (empty views stand in for them)
         def region(W, b, a_prev, z, a, act):
-            update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, W, b, a_prev, z, a,
-                                 act, np.bool_(False), W[:0], z[:0], z[:0])  # fmt: skip
+            update_forward_tiled(W, b, z[:0], a_prev[:0], 0.0, 0.0, 0.0, a_prev, z, a, act,
+                                 np.bool_(False), W[:0], z[:0], z[:0])  # fmt: skip
             _softmax_after_split(W, a_prev, z, a, act, _threads())
     else:
         # read-only parameters (inference on a read-only buffer): the update's writes
@@ -756,12 +720,12 @@ def weighted_sums_tiled(W, b, a_prev, z, a, act):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
-def sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack):
+def sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2):
     """:func:`sgd_layer_update_tiled_serial`'s work on every thread: the region of
     :func:`update_forward_tiled` with a 0-row next mini-batch (one parallel kernel
     compiled for the update, the forward pass and both, ~2 s of a cold start)."""
-    update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack, a_prev[:0],
-                         delta[:0], delta[:0], np.int64(0), np.bool_(True), W[:0], delta[:0],
+    update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_prev[:0], delta[:0],
+                         delta[:0], np.int64(0), np.bool_(True), W[:0], delta[:0],
                          delta[:0])  # fmt: skip
 
 

@@ -102,7 +102,7 @@ def _specialise(body, name, inline="never", **bindings):
 
 # ------------------------------------------------------- the two kernel families
 # Uniform signatures: ``parallel`` picks the prange compilation; the plain kernels
-# ignore ``pack`` (the tiled ones pack operand blocks into it).
+# ignore ``scratch`` (tiled BP2 transposes large weights into it).
 @njit(cache=True, inline="always")
 def _plain_forward(W, b, a_prev, z, a, act, parallel):
     if parallel:
@@ -120,7 +120,7 @@ def _tiled_forward(W, b, a_prev, z, a, act, parallel):
 
 
 @njit(cache=True, inline="always")
-def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
+def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, scratch):
     if parallel:
         k.hidden_delta(W, delta, a_prev, delta_prev, act)
     else:
@@ -128,21 +128,21 @@ def _plain_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scrat
 
 
 @njit(cache=True, inline="always")
-def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
+def _tiled_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, scratch):
     if parallel:
-        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, pack, scratch)
+        t.hidden_delta_tiled(W, delta, a_prev, delta_prev, act, scratch)
     else:
-        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, pack, scratch)
+        t.hidden_delta_tiled_serial(W, delta, a_prev, delta_prev, act, scratch)
 
 
 @njit(cache=True, inline="always")
-def _small_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, pack, scratch):
+def _small_hidden_delta(W, delta, a_prev, delta_prev, act, parallel, scratch):
     """BP2 of a network whose every BP2 is serial and small (:func:`_small_bp2`)."""
     t.hidden_delta_outer_serial(W, delta, a_prev, delta_prev, act)
 
 
 @njit(cache=True, inline="always")
-def _plain_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
+def _plain_grads(delta, a_prev, nabla_w, nabla_b, parallel):
     if parallel:
         k.weight_grads(delta, a_prev, nabla_w)
         k.bias_grads(delta, nabla_b)
@@ -152,21 +152,21 @@ def _plain_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
 
 
 @njit(cache=True, inline="always")
-def _tiled_grads(delta, a_prev, nabla_w, nabla_b, parallel, pack):
+def _tiled_grads(delta, a_prev, nabla_w, nabla_b, parallel):
     if parallel:
-        t.weight_grads_tiled(delta, a_prev, nabla_w, pack)
+        t.weight_grads_tiled(delta, a_prev, nabla_w)
         k.bias_grads(delta, nabla_b)
     else:
-        t.weight_grads_tiled_serial(delta, a_prev, nabla_w, pack)
+        t.weight_grads_tiled_serial(delta, a_prev, nabla_w)
         k.bias_grads_serial(delta, nabla_b)
 
 
 @njit(cache=True, inline="always")
-def _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, parallel, pack):
+def _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, parallel):
     if parallel:
-        t.sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
+        t.sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2)
     else:
-        t.sgd_layer_update_tiled_serial(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, pack)
+        t.sgd_layer_update_tiled_serial(W, b, delta, a_prev, eta, inv_m, l2)
 
 
 @njit(cache=True, inline="always")
@@ -244,7 +244,7 @@ def _forward_body(
 
 def _backward_body(
     params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y, costs,
-    cap, m, par, pack,
+    cap, m, par,
 ):  # fmt: skip
     """BP1, then BP2–BP4 layer by layer downwards into ``grads``; returns Σ_x C_x."""
     L = sizes.shape[0] - 1
@@ -261,14 +261,14 @@ def _backward_body(
             W, _ = _weights(params, sizes, w_off, b_off, l)
             delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
             scratch = grads[w_off[l] : w_off[l] + W.size]
-            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l] % 2, pack, scratch)  # noqa: F821
-        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2, pack)  # noqa: F821
+            HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l] % 2, scratch)  # noqa: F821
+        GRADS(delta, a_prev, nabla_w, nabla_b, par[l] % 2)  # noqa: F821
     return total
 
 
 def _backward_sgd_body(
     params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
-    cap, m, par, eta, l2, pack, l_low,
+    cap, m, par, eta, l2, l_low,
 ):  # fmt: skip
     """BP1–BP4 and the SGD step fused layer by layer down to layer ``l_low`` (1, or 2
     when the caller's parallel region does layer 1's BP2 and step), BP2 into layer
@@ -292,15 +292,14 @@ def _backward_sgd_body(
         delta_prev = _rows(dbuf, cap * z_off[l - 1], m, sizes[l])
         scratch = grads[w_off[l] : w_off[l] + W.size]
         # BP2 through W^l: layer l's forward work, so it runs as layer l does
-        HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l] % 2, pack, scratch)  # noqa: F821
-        nabla_w, _ = _weights(grads, sizes, w_off, b_off, l)
-        SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, nabla_w, par[l] % 2, pack)  # noqa: F821
+        HIDDEN_DELTA(W, delta, a_prev, delta_prev, acts[l - 1], par[l] % 2, scratch)  # noqa: F821
+        SGD_LAYER(W, b, delta, a_prev, eta, inv_m, l2, par[l] % 2)  # noqa: F821
     return total
 
 
 def _step_body(
     params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
-    abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
+    abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par,
 ):  # fmt: skip
     """One mini-batch: forward, backward into ``grads``, then the optimiser's update
     (skipped when the cost is not finite); returns Σ_x C_x."""
@@ -308,7 +307,7 @@ def _step_body(
     FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, 0)  # noqa: F821
     total = BACKWARD(  # noqa: F821
         params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, abuf, dbuf, y,
-        costs, cap, m, par, pack,
+        costs, cap, m, par,
     )  # fmt: skip
     if np.isfinite(total):
         step[0] += 1
@@ -397,13 +396,11 @@ def _train_body(
 ):  # fmt: skip
     n = order.shape[0]
     cap = min(batch_size, n)
-    # Allocated once per call (a call runs many mini-batches), not per mini-batch.
-    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     for i in range(first, last):
         _, m, a0, y = _batch(X, Y, order, i, batch_size, last, abuf, ybuf)
         total = STEP(  # noqa: F821
             params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off, a0, y,
-            abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par, pack,
+            abuf, zbuf, dbuf, costs, cap, m, opt, hyper, step, par,
         )  # fmt: skip
         mean_cost = total / m
         batch_costs[i] = mean_cost
@@ -435,10 +432,7 @@ def _train_sgd_body(
     cap = min(batch_size, n)
     eta = hyper[ETA]
     l2 = hyper[L2]
-    # Allocated once per call (a call runs many mini-batches), not per mini-batch.
-    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     W0, b0 = _weights(params, sizes, w_off, b_off, 0)
-    nabla_w0, _ = _weights(grads, sizes, w_off, b_off, 0)
     skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
     slots = (0, cap * (a_off[L] + sizes[L]))  # where gathered inputs go, in turn
     two_slots = abuf.shape[0] >= slots[1] + cap * sizes[0]
@@ -467,7 +461,7 @@ def _train_sgd_body(
         lift = fuse and min(m, sizes[1], sizes[2]) < t.BP2_DOT_MIN
         total = BACKWARD_SGD(  # noqa: F821
             params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
-            cap, m, par, eta, l2, pack, 2 if lift else 1,
+            cap, m, par, eta, l2, 2 if lift else 1,
         )  # fmt: skip
         mean_cost = total / m
         batch_costs[i] = mean_cost
@@ -487,14 +481,14 @@ def _train_sgd_body(
                 slot = 1 - slot
             a_next = _rows_of(X, order, start_n, m_n, abuf, slots[slot])
             t.sgd_update_forward_tiled(
-                W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, pack, a_next,
+                W0, b0, delta0, a0, eta, inv_m, l2, a_next,
                 _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
                 _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0], W_up, delta_up, a_hidden,
             )  # fmt: skip
             a0 = a_next
             ready = 1
         if ready == 0:
-            SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, nabla_w0, par[0] % 2, pack)  # noqa: F821
+            SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, par[0] % 2)  # noqa: F821
         step[0] += 1
     return last - first
 
@@ -521,11 +515,10 @@ def _batch_gradients_body(
     costs, par,
 ):  # fmt: skip
     m = X.shape[0]
-    pack = np.empty(t.pack_elems(params.itemsize), dtype=params.dtype)
     FORWARD_PASS(params, sizes, acts, w_off, b_off, a_off, z_off, X, abuf, zbuf, m, m, par, 0)  # noqa: F821
     return BACKWARD(  # noqa: F821
         params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, X, abuf, dbuf, Y, costs,
-        m, m, par, pack,
+        m, m, par,
     )  # fmt: skip
 
 
