@@ -99,6 +99,20 @@ def test_outer_tile(rn, vn, by_rows, overwrite, dtype, rng):
     assert_close(C, expected, dtype)  # and nothing outside the tile changed
 
 
+def test_outer_tiles_refuse_strided_operands(rng):
+    """A register is L consecutive elements of a row: an F-ordered or reversed operand
+    is a typing error, not a silent misread or a write past the array (the kernels
+    are private; the public API hands them C-contiguous arrays)."""
+    delta = rng.uniform(-1, 1, (5, 3))
+    a_prev = np.asfortranarray(rng.uniform(-1, 1, (5, 37)))
+    with pytest.raises(numba.core.errors.TypingError):
+        cpu_tiled.weight_grads_tiled_serial(delta, a_prev, np.empty((3, 37)))
+    W_reversed = np.zeros((3, 37))[:, ::-1]
+    a_c = np.ascontiguousarray(a_prev)
+    with pytest.raises(numba.core.errors.TypingError):
+        cpu_tiled.sgd_layer_update_tiled_serial(W_reversed, np.zeros(3), delta, a_c, 0.1, 0.2, 0.0)
+
+
 def test_outer_tiles_at_avx2_width(tmp_path):
     """The 32-byte registers and 4 × 2 tiles of a machine without AVX-512 (compiled for
     AVX2 features in a child process, with a cache of its own), against NumPy."""

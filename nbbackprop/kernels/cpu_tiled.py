@@ -17,7 +17,7 @@ buffer for the transpose of large weights), built from the two micro-kernels of
 
 Cache blocking: the forward pass cuts ``W`` into blocks of :data:`BLOCK_BYTES` (L2)
 that every sample tile re-reads; the outer tiles walk the columns in blocks of 4
-registers, so that the block of the operand they all read stays in L1 (W2's
+registers (2 with AVX2), so that the block of the operand they all read stays in L1 (W2's
 ``a_prev[:, block]``: 32 × 64 float32, 8 KiB) while the row tiles pass over it.
 
 Activations are applied by row passes that LLVM vectorises; σ uses
@@ -561,7 +561,7 @@ def _weight_grads_tiled(delta, a_prev, nabla_w):
     columns k, and writes it into ``nabla_w`` once
     (:func:`~nbbackprop.kernels.cpu_tiles.outer_tile`; no transpose of δ or
     ``a_prev``). Each thread owns a run of rows j (the same as in
-    :func:`weighted_sums_tiled`); columns go in blocks of 4 registers, whose
+    :func:`weighted_sums_tiled`); columns go in blocks of 4 registers (2 with AVX2), whose
     ``a_prev[:, block]`` stays in L1 while the thread's row tiles pass over it.
     """
     parts = _threads()

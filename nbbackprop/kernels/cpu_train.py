@@ -31,8 +31,8 @@ written once as plain Python bodies and compiled once per *family* of kernels:
 ``plain`` (the per-equation kernels of :mod:`~nbbackprop.kernels.cpu`, strategies
 "serial"/"parallel"), ``tiled`` (:mod:`~nbbackprop.kernels.cpu_tiled`, strategies
 "tiled"/"auto") and ``tiled_small`` (the same, for networks whose every BP2 is serial
-and on the axpy path, such as W1 and W2: without the parallel BP2 and the transpose
-and dot path), with the fused SGD step as its own specialisation. Each copy gets
+and on the outer-tile path, such as W1 and W2: without the parallel BP2 and the
+transpose and dot path), with the fused SGD step as its own specialisation. Each copy gets
 its own name (so Numba's disk cache keeps them apart) and its family's kernels as
 globals; the public functions below pick the copy from ``par`` and run it, so a
 first run compiles only the family it uses.
@@ -42,7 +42,7 @@ dispatch, each thread's part, the ``prange`` gufunc, the kernel, the driver), so
 the big bodies are compiled once each: one function per thread's part
 (``_name_part`` in :mod:`~nbbackprop.kernels.cpu_tiled`) shared by a kernel's
 parallel and serial compilations, the serial kernels inlined into the driver, the
-tile micro-kernels inlined into their dispatch, one compilation of ``axpy_tile``
+tile micro-kernels inlined into their dispatch, one compilation of ``outer_tile``
 for BP2 and BP4, the tiny index helpers (``tile_at``, ``_share``, ...) compiled once
 rather than inlined (Numba IR) at every use. The views of the buffers (``as_rows``)
 skip ``reshape``'s checks.
@@ -272,11 +272,12 @@ def _backward_sgd_body(
 ):  # fmt: skip
     """BP1–BP4 and the SGD step fused layer by layer down to layer ``l_low`` (1, or 2
     when the caller's parallel region does layer 1's BP2 and step), BP2 into layer
-    l_low − 1 included (:func:`_train_sgd_body` updates layer 0); returns Σ_x C_x.
+    l_low − 1 included (:func:`_train_sgd_body` updates layer 0, and layer 1 when
+    l_low is 2); returns Σ_x C_x.
 
     Layer l is updated as soon as BP2 has carried δ through its (old) weights; each
-    segment of its gradient is applied while it is in L1. Nothing is updated when
-    the cost is not finite.
+    block of its gradient is summed in registers and applied at once. Nothing is
+    updated when the cost is not finite.
     """
     L = sizes.shape[0] - 1
     inv_m = 1.0 / m
@@ -445,18 +446,18 @@ def _train_sgd_body(
         if ready == 0:
             a0 = _rows_of(X, order, start, m, abuf, slots[slot])
         y = _rows_of(Y, order, start, m, ybuf, 0)
-        ahead = 2 if skew else 1  # the fused region below reads the next batch already
-        if i + ahead < last:
-            _prefetch_batch(X, order, start + ahead * batch_size, batch_size)
-        FORWARD_PASS(  # noqa: F821
-            params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
-        )
         fuse = False  # this update and the next forward pass in one region
         start_n, m_n, in_place = start + batch_size, 0, True
         if skew and i + 1 < last:
             m_n = min(batch_size, n - start_n)
             in_place = _consecutive(order, start_n, m_n)
             fuse = (in_place or two_slots) and t.forward_splits_by_neurons(W0, m_n)
+        ahead = 2 if fuse else 1  # a fused region reads the next batch in this step
+        if i + ahead < last:
+            _prefetch_batch(X, order, start + ahead * batch_size, batch_size)
+        FORWARD_PASS(  # noqa: F821
+            params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
+        )
         # layer 1's BP2 and step in that region too, when BP2 takes the outer tiles
         lift = fuse and min(m, sizes[1], sizes[2]) < t.BP2_DOT_MIN
         total = BACKWARD_SGD(  # noqa: F821
@@ -562,8 +563,8 @@ _TILED = _family(
     SGD_LAYER=_tiled_sgd_layer,
 )
 
-# The tiled family again, for networks whose every BP2 runs serially on the axpy path
-# (W1, W2): its drivers do not contain the parallel BP2 kernel nor the transpose and dot
+# The tiled family again, for networks whose every BP2 runs serially on the outer-tile
+# path (W1, W2): its drivers do not contain the parallel BP2 kernel nor the transpose and dot
 # path, a third of W1's cold compilation. forward_rows has no BP2 and stays in _TILED.
 _TILED_SMALL = _family(
     "tiled_small",
@@ -577,7 +578,7 @@ _TILED_SMALL = _family(
 
 def _small_bp2(sizes, par, m) -> bool:
     """Whether every BP2 of mini-batches of ``m`` samples runs serially (layer l's flag,
-    l ≥ 1) on the axpy path of :func:`~nbbackprop.kernels.cpu_tiled.hidden_delta_tiled`
+    l ≥ 1) on the outer-tile path of :func:`~nbbackprop.kernels.cpu_tiled.hidden_delta_tiled`
     (some dimension below ``BP2_DOT_MIN``)."""
     return all(
         par[l] % 2 == 0 and min(m, sizes[l], sizes[l + 1]) < t.BP2_DOT_MIN

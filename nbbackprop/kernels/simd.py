@@ -1,8 +1,8 @@
 """SIMD registers for the outer-product tiles: a Numba type for one vector register and
 the operations on it that an outer-product micro-kernel needs.
 
-The dot and axpy tiles of :mod:`.cpu_tiles` leave vectorisation to LLVM's loop
-vectoriser, which vectorises the innermost loop only. An outer-product tile of BP4,
+The dot tiles of :mod:`.cpu_tiles` leave vectorisation to LLVM's loop vectoriser,
+which vectorises the innermost loop only. An outer-product tile of BP4,
 ``C[r, k] += Σ_s δ[s, r] a[s, k]``, wants its accumulators vectorised along k but its
 innermost loop over the samples s, so that a 4-row × 4-vector block of ``C`` stays in
 16 registers for the whole mini-batch and is read and written once (the axpy tile reads
@@ -15,9 +15,10 @@ the columns after a row's last whole register.
 
 :data:`VEC_BYTES` follows the features Numba compiles for (``NUMBA_CPU_FEATURES``,
 else the host's): 64 with AVX-512, else 32. Numba's on-disk cache is keyed by those
-features, so a cache never mixes the two widths. Loads and stores are unaligned and
-unchecked: the caller guarantees that ``k + (v + 1) L`` columns of a contiguous row
-exist.
+features, so a cache never mixes the two widths. The operations take C-contiguous
+2-D arrays only (any other layout is a typing error: a register is ``L`` consecutive
+elements of a row, which a strided array does not hold). Loads and stores are
+unaligned and unchecked: the caller guarantees that ``k + (v + 1) L`` columns exist.
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ def _vector_pointer(context, builder, sig, args):
 
 
 def _is_matrix(a) -> bool:
-    return isinstance(a, types.Array) and a.ndim == 2 and isinstance(a.dtype, types.Float)
+    """A C-contiguous 2-D float array: its rows hold consecutive elements."""
+    return (
+        isinstance(a, types.Array)
+        and a.ndim == 2
+        and a.layout == "C"
+        and isinstance(a.dtype, types.Float)
+    )
 
 
 def _splat(builder, scalar, vector_type):
