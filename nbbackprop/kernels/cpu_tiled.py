@@ -538,12 +538,7 @@ def _weight_grads_part(delta, a_prev, G, W, b, step, keep, p, parts):
     _outer_rows(_flat(delta), n_out, np.int64(1), m, a_prev, out, keep, coef,
                 np.bool_(overwrite), jt_lo, jt_hi, np.int64(0), n_in)  # fmt: skip
     if update:  # BP3 and the step of the biases of this part's rows
-        r_lo, r_hi = _tile_span(jt_lo, jt_hi, n_out)
-        for j in range(r_lo, r_hi):
-            total = W.dtype.type(0)
-            for x in range(m):
-                total += delta[x, j]
-            b[j] -= step * total
+        _bias_rows(b, delta, step, *_tile_span(jt_lo, jt_hi, n_out))
 
 
 def _weight_grads_tiled(delta, a_prev, nabla_w):
@@ -662,14 +657,19 @@ def _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, part
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def bias_step(b, delta, eta, inv_m):
-    """BP3 and the SGD step of a layer's biases alone: ``b -= (η/m) Σ_x δ[x]``."""
-    step = b.dtype.type(eta * inv_m)
-    for j in range(b.shape[0]):
+def _bias_rows(b, delta, step, r_lo, r_hi):
+    """BP3 and the SGD step of the biases ``r_lo .. r_hi-1``: ``b[j] -= step Σ_x δ[x, j]``."""
+    for j in range(r_lo, r_hi):
         total = b.dtype.type(0)
         for x in range(delta.shape[0]):
             total += delta[x, j]
         b[j] -= step * total
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def bias_step(b, delta, eta, inv_m):
+    """BP3 and the SGD step of a layer's biases alone: ``b -= (η/m) Σ_x δ[x]``."""
+    _bias_rows(b, delta, b.dtype.type(eta * inv_m), np.int64(0), b.shape[0])
 
 
 update_forward_tiled = njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)(

@@ -66,9 +66,9 @@ def _lanes_of(array_type) -> int:
     return VEC_BYTES * 8 // array_type.dtype.bitwidth
 
 
-def _vector_pointer(context, builder, sig, args):
-    """Pointer to ``A[i, k + v L]`` (``args`` start ``A, i, k``, then ``v`` or not) as a
-    pointer to a vector of ``L`` lanes."""
+def _vector_pointer(context, builder, sig, args, registers=True):
+    """Pointer to ``A[i, k + v L]`` (``args`` start ``A, i, k, v``; without ``v`` when
+    not ``registers``: ``A[i, k]``) as a pointer to a vector of ``L`` lanes."""
     array_type, array = sig.args[0], args[0]
     lanes = _lanes_of(array_type)
     i, k = (
@@ -76,7 +76,7 @@ def _vector_pointer(context, builder, sig, args):
         for x, t in zip(args[1:3], sig.args[1:3], strict=True)
     )
     column = k
-    if len(args) > 3 and isinstance(sig.args[3], types.Integer):
+    if registers:
         v = context.cast(builder, args[3], sig.args[3], types.intp)
         column = builder.add(k, builder.mul(v, ir.Constant(k.type, lanes)))
     ary = context.make_array(array_type)(context, builder, array)
@@ -197,15 +197,25 @@ def _first_lanes(builder, count, lanes):
     return builder.icmp_unsigned("<", index, _splat(builder, count, index.type))
 
 
-def _masked(builder, name, vector_type, args):
-    bits = 64 if isinstance(vector_type.element, ir.DoubleType) else 32
-    suffix = f"v{vector_type.count}f{bits}.p0"
-    types_ = [a.type for a in args]
+def _masked(context, builder, sig, args, name, vector_type, value=None):
+    """``llvm.masked.load`` (``name`` "load") or ``.store`` (of ``value``) of the first
+    ``count`` lanes at ``A[i, k]`` (``args`` start ``A, i, k, count``)."""
+    pointer = _vector_pointer(context, builder, sig, args, registers=False)
+    count = context.cast(builder, args[3], sig.args[3], types.int64)
+    mask = _first_lanes(builder, count, vector_type.count)
+    align = ir.Constant(ir.IntType(32), sig.args[0].dtype.bitwidth // 8)
+    if name == "load":
+        operands = [pointer, align, mask, ir.Constant(vector_type, None)]
+    else:
+        operands = [value, pointer, align, mask]
+    suffix = f"v{vector_type.count}f{sig.args[0].dtype.bitwidth}.p0"
     fn = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vector_type if name == "load" else ir.VoidType(), types_),
+        builder.module,
+        ir.FunctionType(vector_type if name == "load" else ir.VoidType(),
+                        [x.type for x in operands]),
         f"llvm.masked.{name}.{suffix}",
     )  # fmt: skip
-    return builder.call(fn, args)
+    return builder.call(fn, operands)
 
 
 @intrinsic
@@ -217,13 +227,7 @@ def vload_first(typingctx, A, i, k, count):
     vector = Simd(A.dtype)
 
     def codegen(context, builder, sig, args):
-        pointer = _vector_pointer(context, builder, sig, args[:3])
-        vector_type = context.get_value_type(vector)
-        count = context.cast(builder, args[3], sig.args[3], types.int64)
-        mask = _first_lanes(builder, count, vector.lanes)
-        align = ir.Constant(ir.IntType(32), A.dtype.bitwidth // 8)
-        return _masked(builder, "load", vector_type,
-                       [pointer, align, mask, ir.Constant(vector_type, None)])  # fmt: skip
+        return _masked(context, builder, sig, args, "load", context.get_value_type(vector))
 
     return vector(A, i, k, count), codegen
 
@@ -235,11 +239,7 @@ def vstore_first(typingctx, A, i, k, count, x):
         return None
 
     def codegen(context, builder, sig, args):
-        pointer = _vector_pointer(context, builder, sig, args[:3])
-        count = context.cast(builder, args[3], sig.args[3], types.int64)
-        mask = _first_lanes(builder, count, x.lanes)
-        align = ir.Constant(ir.IntType(32), A.dtype.bitwidth // 8)
-        _masked(builder, "store", args[4].type, [args[4], pointer, align, mask])
+        _masked(context, builder, sig, args, "store", args[4].type, args[4])
         return context.get_dummy_value()
 
     return types.void(A, i, k, count, x), codegen
