@@ -30,7 +30,9 @@ nbbackprop appears twice:
 
 - ``nbbackprop[<strategy>]``: an epoch of the compiled driver on data validated in
   ``prepare`` (the counterpart of JAX's ``device_put`` there): the same work as the
-  peers' ``train_epoch``;
+  peers' ``train_epoch``, in the compiled calls ``fit`` makes, each at the thread
+  count ``fit``'s tuner picks (``nbbackprop/_threads.py``; its choices are printed
+  after each workload);
 - ``nbbackprop.fit``: the public ``Network.fit(epochs=1)`` / ``feedforward``, with
   its input validation (a finiteness scan of X) and divergence guard, for reference.
 
@@ -130,23 +132,33 @@ class NbPeer(PeerBase):
         if self.through_fit:
             net.fit(X, Y, epochs=1, batch_size=batch_size, eta=eta, shuffle=False)
             return
+        from nbbackprop import _threads
         from nbbackprop import functions as fn
         from nbbackprop.kernels import cpu_train
+        from nbbackprop.network import chunk_batches
 
         n = X.shape[0]
         cap = min(batch_size, n)
         ws = net._workspace(cap)
         net._set_optimizer("sgd")
         n_batches = -(-n // batch_size)
-        done = cpu_train.train_batches(
-            net.params, ws.grads, net.opt_state, net._sizes, net._acts,
-            fn.COSTS[net.cost_name], net._w_off, net._b_off, net._a_off, net._z_off,
-            X, Y, np.arange(n, dtype=np.int64), batch_size, 0, n_batches,
-            ws.abuf, ws.zbuf, ws.dbuf, ws.ybuf, ws.costs, np.zeros(n_batches),
-            cpu_train.SGD, np.array([eta, 0.0, 0.0, 0.9, 0.999, 1e-8]), net.step,
-            net.plan(cap).flags,
-        )  # fmt: skip
-        if done != n_batches:
+        order, costs = np.arange(n, dtype=np.int64), np.zeros(n_batches)
+        hyper = np.array([eta, 0.0, 0.0, 0.9, 0.999, 1e-8])
+        plan = net.plan(cap)
+
+        def run(first, last):
+            done = cpu_train.train_batches(
+                net.params, ws.grads, net.opt_state, net._sizes, net._acts,
+                fn.COSTS[net.cost_name], net._w_off, net._b_off, net._a_off, net._z_off,
+                X, Y, order, batch_size, first, last, ws.abuf, ws.zbuf, ws.dbuf, ws.ybuf,
+                ws.costs, costs, cpu_train.SGD, hyper, net.step, plan.flags,
+            )  # fmt: skip
+            return None if done == last - first else "diverged"
+
+        # in compiled calls of fit's size, each at the thread count fit's tuner picks
+        key = ("compare", net.sizes, cap, net.dtype.str, tuple(plan.flags))
+        tuner = _threads.tuner(key, plan.threads)
+        if _threads.run_chunks(run, n_batches, chunk_batches(net.sizes, cap), tuner):
             raise FloatingPointError("nbbackprop diverged")
 
     def infer(self, X) -> np.ndarray:
@@ -403,6 +415,15 @@ def plot(all_results, path, nb_name) -> bool:
     return True
 
 
+def _thread_choices() -> list:
+    """What the thread tuners (of fit and of nbbackprop[...]) ran since the last call."""
+    import nbbackprop._threads as threads
+
+    seen = [t.summary() for t in threads._tuners.values() if sum(t.chunks.values())]
+    threads._tuners.clear()
+    return seen
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default="W1,W2,W3,W4")
@@ -477,6 +498,7 @@ def main(argv=None) -> int:
                 + tail,
                 flush=True,
             )
+        print(f"  threads chosen: {_thread_choices()}", flush=True)
     targets = check_targets(all_results, nb_name)
     print("\nTargets:")
     for t in targets:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import _guards, devices, orchestration
+from . import _guards, _threads, devices, orchestration
 from . import _validation as v
 from . import functions as fn
 from .kernels import cpu as cpu_kernels
@@ -38,6 +38,12 @@ MONITORS = ("train_accuracy", "val_cost", "val_accuracy")
 #: (it is seen between calls) while the per-call overhead stays negligible.
 _CHUNK_SECONDS = 0.25
 _ASSUMED_FLOPS = 1.0e10
+
+
+def chunk_batches(sizes, cap: int) -> int:
+    """Mini-batches of up to ``cap`` samples per compiled call (about ``_CHUNK_SECONDS``)."""
+    flops = 6.0 * sum(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
+    return max(1, int(_CHUNK_SECONDS * _ASSUMED_FLOPS / (flops * cap)))
 
 
 class Workspace:
@@ -404,6 +410,7 @@ class Network:
         device: str | None = None,
         on_divergence: str = "raise",
         divergence_check: str = "epoch",
+        threads: int | str = "auto",
     ) -> dict[str, list]:
         """Train by mini-batch gradient descent and return the per-epoch history.
 
@@ -495,6 +502,12 @@ class Network:
             optimiser state) at the start of the diverging epoch, or ``"batch"``,
             those just before the diverging mini-batch. Both cost the same while
             training is healthy (see ``docs/reliability.md``).
+        threads : int or "auto"
+            Numba threads for training on the CPU. ``"auto"`` times the compiled
+            calls and runs each at Numba's thread count or a halving of it, whichever
+            has been fastest (two threads lose to one beside a busy process: see
+            :mod:`nbbackprop._threads`); an int from 1 to ``NUMBA_NUM_THREADS`` fixes
+            the count for the whole fit. The result is the same at any count.
 
         Returns
         -------
@@ -565,6 +578,7 @@ class Network:
             )
             val = (Xv, Yv)
         # An unusable device or strategy fails here, before any state changes.
+        fixed = None if threads == "auto" else _threads.check_threads(threads)
         self.plan(min(batch_size, X.shape[0]), strategy, device)
         watch = early_stopping or schedule == "plateau"
         if metric is None:
@@ -631,11 +645,11 @@ class Network:
         # One mini-batch of all n samples either way; keeps batch_size within int64.
         batch_size = min(batch_size, n)
         cap = batch_size
-        plan = self.plan(cap, strategy, device)
+        with _threads.limit(fixed):
+            plan = self.plan(cap, strategy, device)
         hyper = np.array([eta, lmbda / n, momentum, beta1, beta2, epsilon], dtype=np.float64)
         n_batches = -(-n // batch_size)
-        flops = 6.0 * sum(self.sizes[l] * self.sizes[l + 1] for l in range(len(self.sizes) - 1))
-        chunk = max(1, int(_CHUNK_SECONDS * _ASSUMED_FLOPS / (flops * cap)))
+        chunk = chunk_batches(self.sizes, cap)
         batch_costs = np.zeros(n_batches, dtype=np.float64)
         identity = np.arange(n, dtype=np.int64)
         order = identity
@@ -654,6 +668,11 @@ class Network:
         else:
             ws = self._workspace(cap)
             par = plan.flags
+            # a fixed count, or a tuner that times the chunks at Numba's count and fewer
+            threads = fixed
+            if fixed is None:
+                key = (self.sizes, cap, self.dtype.str, optimizer, tuple(par))
+                threads = _threads.tuner(key, plan.threads)
 
         def train_chunk(first: int, last: int) -> int:
             return cpu_train.train_batches(
@@ -687,11 +706,12 @@ class Network:
                         gpu = None
                         failure = guard.diverged_at(done, float(batch_costs[done]))
                 else:
-                    for first in range(0, n_batches, chunk):
-                        last = min(first + chunk, n_batches)
-                        failure = guard.run_chunk(train_chunk, first, last, batch_costs)
-                        if failure is not None:
-                            break
+                    failure = _threads.run_chunks(
+                        lambda first, last: guard.run_chunk(train_chunk, first, last, batch_costs),
+                        n_batches,
+                        chunk,
+                        threads,
+                    )
                 if failure is not None:
                     guard.stop(failure, history)  # raises DivergenceError, or warns
                     break
@@ -699,13 +719,14 @@ class Network:
                 history["epoch"].append(epoch)
                 history["eta"].append(float(hyper[cpu_train.ETA]))
                 history["train_cost"].append(float(np.mean(batch_costs)))
-                for name in monitor:
-                    if name == "train_accuracy":
-                        history[name].append(self.evaluate(X, Y))
-                    elif name == "val_accuracy":
-                        history[name].append(self.evaluate(val[0], val[1]))
-                    else:
-                        history[name].append(self.cost(val[0], val[1]))
+                with _threads.limit(fixed):
+                    for name in monitor:
+                        if name == "train_accuracy":
+                            history[name].append(self.evaluate(X, Y))
+                        elif name == "val_accuracy":
+                            history[name].append(self.evaluate(val[0], val[1]))
+                        else:
+                            history[name].append(self.cost(val[0], val[1]))
                 figure = history[metric][-1] if watch else None
                 if schedule == "plateau":
                     _plateau_step(self.schedule_state, figure, higher, tol, sch)

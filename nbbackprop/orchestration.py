@@ -164,7 +164,12 @@ def plan_cpu(sizes, batch_size: int, strategy: str = "auto", n_params: int | Non
     else:
         update, update_reason = "serial", f"{n_params:,} parameters < {PARALLEL_MIN_PARAMS:,}"
     fused = strategy not in ("serial", "parallel")
-    notes = ("the whole run of mini-batches executes in one compiled call",)
+    notes = ("mini-batches run many to a compiled call, with no Python between them",)
+    if threads >= 2:
+        notes += (
+            f"fit(threads='auto') times those calls and runs each on {threads} threads "
+            "or fewer, whichever has been fastest",
+        )
     if fused:
         notes += ("with optimizer='sgd' each layer's weight gradient is folded into its update",)
     return Plan(

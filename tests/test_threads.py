@@ -1,0 +1,254 @@
+"""The thread count of CPU training: ``fit(threads=...)`` and the tuner behind "auto".
+
+The tuner may run any chunk of mini-batches at any of its counts, so the tests that
+matter most check that the count never changes the result: a fit whose chunks
+alternate between 2 threads and 1 gives the same bits as one at a fixed 2.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+import nbbackprop as nb
+from nbbackprop import _threads
+from nbbackprop import network as network_module
+
+two_threads = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+
+
+def _data(n_in, n_out, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, n_in))
+    X[X < 0.7] = 0.0
+    return X, rng.integers(0, n_out, n)
+
+
+class _Alternating(_threads.ThreadTuner):
+    """Runs chunk i at ``counts[i % 2]`` threads, with chunks of varying length."""
+
+    def __init__(self, most):
+        super().__init__(most)
+        self.i = 0
+        self.seen = []
+
+    def plan(self, size):
+        self.i += 1
+        return self.counts[self.i % 2], max(1, size // (1 + self.i % 3))
+
+    def record(self, k, seconds, batches):
+        self.seen.append((k, numba.get_num_threads(), batches))
+
+
+# ------------------------------------------------- the count does not change the result
+# Each case takes a different driver: the fused SGD path with its tiled-parallel layer 0
+# (W1's shape), a deeper tiled network with Adam, and the prange kernels of "parallel".
+CASES = [
+    ([784, 30, 10], 10, "float64", "sgd", "auto"),
+    ([64, 96, 48, 10], 33, "float32", "adam", "auto"),
+    ([64, 40, 10], 7, "float64", "momentum", "parallel"),
+    ([784, 100, 10], 32, "float32", "sgd", "auto"),
+]
+
+
+@two_threads
+@pytest.mark.parametrize("sizes,batch_size,dtype,optimizer,strategy", CASES)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_alternating_thread_counts_give_the_same_bits(
+    monkeypatch, sizes, batch_size, dtype, optimizer, strategy, shuffle
+):
+    X, y = _data(sizes[0], sizes[-1])
+    eta = 0.5 if optimizer == "sgd" else 0.01
+    kwargs = dict(epochs=2, batch_size=batch_size, eta=eta, optimizer=optimizer, seed=3,
+                  shuffle=shuffle, strategy=strategy)  # fmt: skip
+    fixed = nb.Network(sizes, dtype=dtype, seed=0)
+    fixed.fit(X, y, threads=2, **kwargs)
+
+    tuners = []
+
+    def alternating(key, most):
+        tuners.append(_Alternating(most))
+        return tuners[-1]
+
+    monkeypatch.setattr(_threads, "tuner", alternating)
+    # chunks of 7 mini-batches (cut to 3 or 2 by the tuner): the fused drivers' regions
+    # span mini-batches within a chunk, so a chunk of one would not exercise them
+    flops = 6 * sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    monkeypatch.setattr(network_module, "_CHUNK_SECONDS", 7.5 * flops * batch_size)
+    monkeypatch.setattr(network_module, "_ASSUMED_FLOPS", 1.0)
+    mixed = nb.Network(sizes, dtype=dtype, seed=0)
+    mixed.fit(X, y, threads="auto", **kwargs)
+
+    (tuner,) = tuners
+    counts = {k for k, _, _ in tuner.seen}
+    assert counts == {1, 2}, "both counts must have run"
+    assert all(k == actual for k, actual, _ in tuner.seen), "Numba ran at the count asked"
+    assert sum(b for _, _, b in tuner.seen) == 2 * -(-X.shape[0] // batch_size)
+    assert {b for _, _, b in tuner.seen} >= {2, 3}
+    assert np.array_equal(mixed.params, fixed.params)
+    assert np.array_equal(mixed.opt_state, fixed.opt_state)
+
+
+@two_threads
+def test_fit_leaves_numbas_thread_count_as_it_was():
+    X, y = _data(64, 10)
+    saved = numba.get_num_threads()
+    net = nb.Network([64, 30, 10], seed=0)
+    try:
+        numba.set_num_threads(2)
+        for threads in (1, "auto", 2):
+            net.fit(X, y, epochs=1, batch_size=10, threads=threads,
+                    validation_data=(X[:50], y[:50]))  # fmt: skip
+            assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(saved)
+
+
+@two_threads
+def test_a_fixed_count_plans_for_that_count():
+    X, y = _data(784, 10)
+    net = nb.Network([784, 30, 10], seed=0)
+    plans = []
+    original = nb.Network.plan
+
+    def spy(self, *args, **kwargs):
+        plans.append(original(self, *args, **kwargs))
+        return plans[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nb.Network, "plan", spy)
+        net.fit(X, y, epochs=1, batch_size=10, threads=1)
+    # the first plan only checks the arguments; the second is the one that runs
+    assert plans[-1].threads == 1
+    assert all(layer.variant == "tiled" for layer in plans[-1].layers)
+
+
+@pytest.mark.parametrize(
+    "threads,error",
+    [
+        ("fast", ValueError),
+        ("2", ValueError),
+        (0, ValueError),
+        (-1, ValueError),
+        (numba.config.NUMBA_NUM_THREADS + 1, ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_bad_threads_is_a_clear_error(threads, error):
+    X, y = _data(64, 10, n=20)
+    net = nb.Network([64, 10], seed=0)
+    before = net.params.copy()
+    with pytest.raises(error, match=r"^threads: expected 'auto' or an integer from 1 to"):
+        net.fit(X, y, epochs=1, threads=threads)
+    assert np.array_equal(net.params, before)
+
+
+def test_numpy_integer_threads_are_accepted():
+    assert _threads.check_threads(np.int64(1)) == 1
+
+
+# ------------------------------------------------------------------ the tuner's policy
+def test_candidates_halve_down_to_one():
+    assert _threads.candidates(1) == (1,)
+    assert _threads.candidates(2) == (2, 1)
+    assert _threads.candidates(6) == (6, 3, 1)
+    assert _threads.candidates(8) == (8, 4, 2, 1)
+
+
+def _drive(tuner, cost, chunks, size=100):
+    """Run ``chunks`` chunks through ``tuner`` with ``cost(k)`` seconds per mini-batch;
+    returns the (count, batches) of each."""
+    ran = []
+    for _ in range(chunks):
+        k, n = tuner.plan(size)
+        assert 1 <= n <= size and k in tuner.counts
+        tuner.record(k, cost(k) * n, n)
+        ran.append((k, n))
+    return ran
+
+
+def test_the_first_chunk_is_not_timed_and_each_count_is_then_tried():
+    tuner = _threads.ThreadTuner(2)
+    ran = _drive(tuner, lambda k: {2: 1.0, 1: 1.5}[k], 3)
+    assert ran[0] == (2, 100)  # untimed: it may compile
+    assert ran[1] == (2, 100)
+    assert ran[2] == (1, 25)  # the other count, on a short chunk
+    assert tuner.summary()["us_per_batch"] == {2: 1e6, 1: 1.5e6}
+    assert tuner.current == 2
+
+
+def test_a_quiet_machine_keeps_all_threads_and_probes_rarely():
+    tuner = _threads.ThreadTuner(2)
+    ran = _drive(tuner, lambda k: {2: 1.0, 1: 1.6}[k], 600)
+    probes = [n for k, n in ran[3:] if k == 1]
+    assert tuner.current == 2
+    # what the probes cost over always running 2 threads, as a share of the time
+    loss = sum(0.6 * n for n in probes)
+    total = sum({2: 1.0, 1: 1.6}[k] * n for k, n in ran[3:])
+    assert 0 < loss / total <= _threads.BUDGET
+
+
+def test_a_busy_machine_moves_to_fewer_threads_and_back():
+    tuner = _threads.ThreadTuner(2)
+    mode = {"busy": False}
+
+    def cost(k):
+        if mode["busy"]:
+            return {2: 10.0, 1: 1.5}[k]  # two threads beside a busy process
+        return {2: 1.0, 1: 1.5}[k]
+
+    _drive(tuner, cost, 20)
+    assert tuner.current == 2
+    mode["busy"] = True
+    ran = _drive(tuner, cost, 3)
+    # the jump in time per mini-batch at 2 threads triggers a probe of 1 at once
+    assert (1, 25) in ran[:2]
+    assert tuner.current == 1
+    ran = _drive(tuner, cost, 400)
+    assert tuner.current == 1
+    # probing the slow count again is rare: its loss is spread over BUDGET of the time
+    loss = sum((10.0 - 1.5) * n for k, n in ran if k == 2)
+    total = sum(cost(k) * n for k, n in ran)
+    assert loss / total <= 2 * _threads.BUDGET
+    mode["busy"] = False
+    _drive(tuner, cost, 2000)
+    assert tuner.current == 2
+
+
+def test_a_single_thread_tuner_never_probes():
+    tuner = _threads.ThreadTuner(1)
+    assert set(_drive(tuner, lambda k: 1.0, 50)) == {(1, 100)}
+
+
+def test_run_chunks_covers_every_mini_batch_once_in_order():
+    calls = []
+
+    def run(first, last):
+        calls.append((first, last, numba.get_num_threads()))
+
+    tuner = _threads.ThreadTuner(numba.config.NUMBA_NUM_THREADS)
+    assert _threads.run_chunks(run, 1003, 40, tuner) is None
+    assert calls[0][0] == 0 and calls[-1][1] == 1003
+    assert all(a[1] == b[0] for a, b in zip(calls, calls[1:], strict=False))
+    assert all(k in tuner.counts for _, _, k in calls)
+
+
+def test_run_chunks_stops_at_the_first_result_and_restores_the_count():
+    saved = numba.get_num_threads()
+
+    def run(first, last):
+        return "diverged" if first >= 30 else None
+
+    assert _threads.run_chunks(run, 100, 10, 1) == "diverged"
+    assert numba.get_num_threads() == saved
+
+
+def test_tuners_are_kept_per_workload_and_bounded():
+    a = _threads.tuner(("test", 1), 2)
+    assert _threads.tuner(("test", 1), 2) is a
+    assert _threads.tuner(("test", 2), 2) is not a
+    for i in range(_threads.KEEP + 1):
+        _threads.tuner(("test-fill", i), 2)
+    assert len(_threads.summaries()) <= _threads.KEEP
+    assert _threads.tuner(("test", 1), 2) is not a  # dropped, least recently used
