@@ -66,6 +66,18 @@ def _parse_sizes(value: str) -> list[int]:
     return sizes
 
 
+def _parse_threads(value: str) -> int | str:
+    """``--threads``: "auto" or a count (its range is checked by ``fit``)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected 'auto' or a number of threads, got {value!r}", param_hint="'--threads'"
+        ) from None
+
+
 def load_data(data: str, dtype: str, seed: int):
     """``(train, test)`` pairs for a ``--data`` value."""
     from . import datasets
@@ -190,6 +202,12 @@ CHOICE_ACT = click.Choice(["sigmoid", "tanh", "relu", "identity", "softmax"])
     help="Force a kernel strategy (see 'nbbackprop info' and docs/cuda.md).",
 )
 @click.option(
+    "--threads",
+    default="auto",
+    show_default=True,
+    help="CPU threads: 'auto' (timed: all of Numba's or fewer) or a fixed count.",
+)
+@click.option(
     "--save",
     "save_path",
     default=None,
@@ -226,8 +244,9 @@ CHOICE_ACT = click.Choice(["sigmoid", "tanh", "relu", "identity", "softmax"])
 def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_activation,
           cost, init, lmbda, optimizer, momentum, beta1, beta2, epsilon, schedule, power_t,
           step_size, gamma, plateau_patience, early_stopping, patience, tol, metric,
-          validation_fraction, restore_best, monitor_train_accuracy, device, strategy, save_path,
-          checkpoint, checkpoint_every, resume, plot_path, quiet, as_json) -> None:  # fmt: skip
+          validation_fraction, restore_best, monitor_train_accuracy, device, strategy,
+          threads, save_path, checkpoint, checkpoint_every, resume, plot_path, quiet,
+          as_json) -> None:  # fmt: skip
     """Train a network and print the test accuracy.
 
     With no options: Nielsen's chapter 1 network ([64, 30, 10] sigmoid, quadratic
@@ -247,6 +266,7 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
         except ImportError as exc:
             raise UsageFailure(f"--plot: {exc}") from None
     quiet = quiet or as_json
+    threads = _parse_threads(threads)
     try:
         (X, y), (Xt, yt) = load_data(data, dtype, seed)
         layer_sizes = _parse_sizes(sizes) if sizes else [X.shape[1], 30, 10]
@@ -286,7 +306,7 @@ def train(sizes, epochs, batch_size, eta, dtype, seed, data, activation, output_
             early_stopping=early_stopping, patience=patience, tol=tol, metric=metric,
             validation_fraction=validation_fraction, restore_best=restore_best,
             monitor=monitor, strategy=strategy, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume,
+            checkpoint_every=checkpoint_every, resume=resume, threads=threads,
         )  # fmt: skip
         bar.close()
         if save_path is not None:

@@ -93,8 +93,14 @@ BEHAVIOURS: list[tuple[str, str, str]] = [
     (
         "1 vs 2 Numba threads x serial/parallel/auto x batch 10/200",
         "agree within conftest's RTOL/ATOL x 10 (float64 1e-8, float32 1e-3); observed "
-        "bit-for-bit identical with the current kernels",
+        "bit-for-bit identical for this network, whose plan is the same at 1 and 2 threads",
         "test_reliability.py::test_fit_agrees_across_thread_counts_and_strategies",
+    ),
+    (
+        "one fit whose compiled calls alternate between 2 threads and 1 (what "
+        "threads='auto' may do), four drivers, shuffled or not",
+        "bit-for-bit the parameters and optimiser state of the same fit at a fixed 2 threads",
+        "test_threads.py::test_alternating_thread_counts_give_the_same_bits",
     ),
     (
         "Ctrl-C in the middle of epoch 3 of a run checkpointed every 2 epochs",
