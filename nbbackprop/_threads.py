@@ -24,15 +24,20 @@ not change here.
 The policy, per workload (network shape, batch size, dtype, optimiser, kernel plan):
 
 - the first chunk the process runs of a workload is not timed (it loads or compiles);
-- each candidate not yet timed is tried on a short chunk (a quarter of one);
-- after that the fastest estimate runs; an estimate is the mean of its last two
-  timings;
-- the others are tried again on a short chunk after ``PROBE_FIRST`` chunks, then
-  after twice as many each time the choice holds (up to ``PROBE_MOST``), and at once
-  when the running count's time per mini-batch jumps by ``JUMP`` or more.
+- each candidate not yet timed is tried on a short chunk (``PROBE_FRACTION`` of one);
+- after that the fastest estimate runs; an estimate is the mean of its count's last
+  two timings (a probe's alone: the older one may be from another mode);
+- the other counts are tried again, in turn, on a short chunk: no sooner than
+  ``PROBE_EVERY`` chunks after the last probe, and no sooner than the last probe's
+  cost (its time over what the current count would have taken) divided by ``BUDGET``,
+  in seconds of timed chunks, so that probing costs at most ``BUDGET`` of the time;
+  at once when the running count's time per mini-batch jumps by ``JUMP`` or more.
 
-Probing costs the difference between the counts on a quarter chunk every
-``PROBE_MOST`` chunks when nothing changes: ~0.4 % of a quiet W1 epoch.
+On a quiet 2-core machine a W1 probe (1 thread for an eighth of a chunk) costs ~1.5
+ms, so the 2-thread choice is re-checked every ~0.15 s of training. In the slow
+mode, where one thread wins, probing 2 threads costs ~2.5 ms: re-checked every
+~0.25 s. Beside a busy process a 2-thread probe can cost 60 ms or more, re-checked
+every 6 s or more.
 """
 
 from __future__ import annotations
@@ -45,13 +50,13 @@ from contextlib import contextmanager
 
 import numba
 
-#: Chunks before the first re-probe of the slower counts, and the most between probes.
-PROBE_FIRST = 4
-PROBE_MOST = 64
+#: Chunks from one probe of a slower count to the next, at least.
+PROBE_EVERY = 4
 #: A chunk this much slower per mini-batch than its count's estimate triggers a probe.
 JUMP = 1.3
-#: A probe runs this fraction of a chunk (at least one mini-batch).
-PROBE_FRACTION = 0.25
+#: A probe runs this fraction of a chunk (at least one mini-batch), in this many calls.
+PROBE_FRACTION = 0.125
+PROBE_PIECES = 4
 #: The most of the training time that probing slower counts may cost.
 BUDGET = 0.01
 #: Tuners kept (least recently used dropped): one per workload a process trains.
@@ -71,32 +76,41 @@ class ThreadTuner:
 
     def __init__(self, most: int):
         self.counts = candidates(most)
-        self.estimate: dict[int, list[float]] = {k: [] for k in self.counts}
+        self.estimate: dict[int, float | None] = dict.fromkeys(self.counts)  # s per batch
         self.current = most
         self.warm = False  # the first chunk (compiling or loading) is not timed
-        self.interval = PROBE_FIRST  # chunks from one probe to the next, at least
-        self.until_probe = PROBE_FIRST
+        self.until_probe = PROBE_EVERY  # chunks to the next probe, at least
         self.clock = 0.0  # seconds of timed chunks
         self.probe_time = 0.0  # no probe before the clock reaches this
         self.next_probe = 0  # index into the other counts, in turn
         self.chunks = dict.fromkeys(self.counts, 0)
 
     def seconds_per_batch(self, k: int) -> float | None:
-        times = self.estimate[k]
-        return sum(times) / len(times) if times else None
+        """The latest timing at ``k`` threads, or ``None``."""
+        return self.estimate[k]
 
-    def plan(self, size: int) -> tuple[int, int]:
-        """The thread count and number of mini-batches (≤ ``size``) of the next chunk."""
+    def plan(self, size: int) -> tuple[int, int, int]:
+        """The thread count, number of mini-batches (≤ ``size``) and mini-batches per
+        call of the next chunk (a probe goes in ``PROBE_PIECES`` calls, so that a
+        losing one can stop early: :meth:`losing`)."""
         if not self.warm:
-            return self.current, size
+            return self.current, size, size
         short = max(1, int(size * PROBE_FRACTION))
-        untimed = [k for k in self.counts if not self.estimate[k]]
+        piece = -(-short // PROBE_PIECES)
+        untimed = [k for k in self.counts if self.estimate[k] is None]
         if untimed:
-            return untimed[0], short if untimed[0] != self.current else size
+            if untimed[0] == self.current:
+                return self.current, size, size
+            return untimed[0], short, piece
         if self.until_probe <= 0 and self.clock >= self.probe_time and len(self.counts) > 1:
             others = [k for k in self.counts if k != self.current]
-            return others[self.next_probe % len(others)], short
-        return self.current, size
+            return others[self.next_probe % len(others)], short, piece
+        return self.current, size, size
+
+    def losing(self, k: int, seconds: float, batches: int) -> bool:
+        """Whether a probe at ``k`` threads is already clearly slower than the current count."""
+        current = self.estimate[self.current]
+        return k != self.current and current is not None and seconds > JUMP * current * batches
 
     def record(self, k: int, seconds: float, batches: int) -> None:
         """Chunk of ``batches`` mini-batches at ``k`` threads took ``seconds``."""
@@ -106,27 +120,24 @@ class ThreadTuner:
             return
         self.clock += seconds
         per_batch = seconds / batches
-        before = self.seconds_per_batch(k)
-        times = self.estimate[k]
-        if k != self.current:
-            times.clear()  # a probe: its count's old timing may be from another mode
-        times.append(per_batch)
-        del times[:-2]
+        before = self.estimate[k]
+        self.estimate[k] = per_batch
         if k == self.current:
             self.until_probe -= 1
-            if before is not None and per_batch > JUMP * before:
-                self.until_probe, self.probe_time = 0, 0.0  # the machine changed: look now
+            others = [e for c, e in self.estimate.items() if c != k and e is not None]
+            if (before is not None and per_batch > JUMP * before) or (
+                others and per_batch > min(others)
+            ):  # the machine changed, or a probe's win did not last: look now
+                self.until_probe, self.probe_time = 0, 0.0
             return
         # a probe (or a first timing): does another count now beat the current one?
         self.next_probe += 1
-        current = self.seconds_per_batch(self.current)
+        current = self.estimate[self.current]
         if current is not None and per_batch < current:
-            self.current, self.interval = k, PROBE_FIRST
-        elif self.next_probe % (len(self.counts) - 1) == 0:
-            self.interval = min(2 * self.interval, PROBE_MOST)
-        self.until_probe = self.interval
+            self.current = k
+        self.until_probe = PROBE_EVERY
         # what the probe cost over the count that won, spread to BUDGET of the time
-        loss = seconds - batches * self.seconds_per_batch(self.current)
+        loss = seconds - batches * self.estimate[self.current]
         self.probe_time = self.clock + max(0.0, loss) / BUDGET
 
     def summary(self) -> dict:
@@ -166,27 +177,32 @@ def run_chunks(
     n_batches: int,
     chunk: int,
     threads: int | ThreadTuner,
+    clock: Callable[[], float] = time.perf_counter,
 ):
     """Call ``run(first, last)`` over mini-batches ``0 .. n_batches-1`` in chunks.
 
-    ``threads`` is a fixed count or a tuner that picks one per chunk; Numba's thread
-    count is restored afterwards. Stops at (and returns) the first result that is not
-    ``None``.
+    ``threads`` is a fixed count or a tuner that picks one per chunk (timed with
+    ``clock``); Numba's thread count is restored afterwards. Stops at (and returns) the
+    first result that is not ``None``.
     """
     restore = numba.get_num_threads()
+    tuner = threads if isinstance(threads, ThreadTuner) else None
     first = 0
     try:
         while first < n_batches:
-            if isinstance(threads, ThreadTuner):
-                k, size = threads.plan(chunk)
-            else:
-                k, size = threads, chunk
-            last = min(first + size, n_batches)
+            k, size, piece = (threads, chunk, chunk) if tuner is None else tuner.plan(chunk)
+            end = min(first + size, n_batches)
             numba.set_num_threads(k)
-            start = time.perf_counter()
-            result = run(first, last)
-            if isinstance(threads, ThreadTuner):
-                threads.record(k, time.perf_counter() - start, last - first)
+            start = clock()
+            last = first
+            result = None
+            while last < end and result is None:
+                result = run(last, min(last + piece, end))
+                last = min(last + piece, end)
+                if tuner is not None and tuner.losing(k, clock() - start, last - first):
+                    break
+            if tuner is not None:
+                tuner.record(k, clock() - start, last - first)
             if result is not None:
                 return result
             first = last

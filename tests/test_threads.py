@@ -33,7 +33,11 @@ class _Alternating(_threads.ThreadTuner):
 
     def plan(self, size):
         self.i += 1
-        return self.counts[self.i % 2], max(1, size // (1 + self.i % 3))
+        n = max(1, size // (1 + self.i % 3))
+        return self.counts[self.i % 2], n, max(1, n // 2)
+
+    def losing(self, k, seconds, batches):
+        return False
 
     def record(self, k, seconds, batches):
         self.seen.append((k, numba.get_num_threads(), batches))
@@ -106,7 +110,7 @@ def test_fit_leaves_numbas_thread_count_as_it_was():
 @two_threads
 def test_a_fixed_count_plans_for_that_count():
     X, y = _data(784, 10)
-    net = nb.Network([784, 30, 10], seed=0)
+    net = nb.Network([784, 100, 10], seed=0)  # 79,510 parameters: a parallel update
     plans = []
     original = nb.Network.plan
 
@@ -119,7 +123,8 @@ def test_a_fixed_count_plans_for_that_count():
         net.fit(X, y, epochs=1, batch_size=10, threads=1)
     # the first plan only checks the arguments; the second is the one that runs
     assert plans[-1].threads == 1
-    assert all(layer.variant == "tiled" for layer in plans[-1].layers)
+    assert plans[-1].update == "serial"
+    assert net.plan(10).update == "parallel"
 
 
 @pytest.mark.parametrize(
@@ -156,69 +161,113 @@ def test_candidates_halve_down_to_one():
     assert _threads.candidates(8) == (8, 4, 2, 1)
 
 
-def _drive(tuner, cost, chunks, size=100):
-    """Run ``chunks`` chunks through ``tuner`` with ``cost(k)`` seconds per mini-batch;
-    returns the (count, batches) of each."""
-    ran = []
-    for _ in range(chunks):
-        k, n = tuner.plan(size)
-        assert 1 <= n <= size and k in tuner.counts
-        tuner.record(k, cost(k) * n, n)
-        ran.append((k, n))
-    return ran
+class _Machine:
+    """A fake clock and a ``run`` that advances it by ``cost[k]`` seconds per
+    mini-batch at ``k`` threads; ``cost`` can change between drives."""
+
+    def __init__(self, cost):
+        self.cost, self.t, self.chunks = dict(cost), 0.0, []
+
+    def clock(self):
+        return self.t
+
+    def run(self, first, last):
+        self.t += self.cost[numba.get_num_threads()] * (last - first)
+
+    def drive(self, tuner, calls, size=96):
+        """``calls`` runs of ``size`` mini-batches through :func:`run_chunks`, with
+        ``size`` as the chunk (as ``fit`` makes them): (count, batches) of each chunk."""
+        record, ran = tuner.record, []
+
+        def logged(k, seconds, batches):
+            ran.append((k, batches))
+            record(k, seconds, batches)
+
+        tuner.record = logged
+        try:
+            for _ in range(calls):
+                _threads.run_chunks(self.run, size, size, tuner, clock=self.clock)
+        finally:
+            tuner.record = record
+        return ran
 
 
+def _share_of_probes(ran, cost, best):
+    """What the probes cost over running ``best`` throughout, as a share of the time,
+    from the first probe to the last (each probe's cost is spread over the time after
+    it, so the window ends where the last one's would start)."""
+    probes = [i for i, (k, _) in enumerate(ran) if k != best]
+    window = ran[probes[0] : probes[-1]]
+    loss = sum((cost[k] - cost[best]) * n for k, n in window if k != best)
+    return loss / sum(cost[k] * n for k, n in window)
+
+
+@two_threads
 def test_the_first_chunk_is_not_timed_and_each_count_is_then_tried():
     tuner = _threads.ThreadTuner(2)
-    ran = _drive(tuner, lambda k: {2: 1.0, 1: 1.5}[k], 3)
-    assert ran[0] == (2, 100)  # untimed: it may compile
-    assert ran[1] == (2, 100)
-    assert ran[2] == (1, 25)  # the other count, on a short chunk
+    m = _Machine({2: 1.0, 1: 1.5})
+    ran = m.drive(tuner, 3)
+    assert ran[0] == (2, 96)  # untimed: it may compile
+    assert ran[1] == (2, 96)
+    # the other count on a short chunk (an eighth, in 4 calls), which stops after its
+    # first call: already slower than 2 threads by more than JUMP
+    assert ran[2:] == [(1, 3), (2, 93)]
     assert tuner.summary()["us_per_batch"] == {2: 1e6, 1: 1.5e6}
     assert tuner.current == 2
 
 
-def test_a_quiet_machine_keeps_all_threads_and_probes_rarely():
+@two_threads
+def test_a_quiet_machine_keeps_all_threads_and_probes_within_budget():
     tuner = _threads.ThreadTuner(2)
-    ran = _drive(tuner, lambda k: {2: 1.0, 1: 1.6}[k], 600)
-    probes = [n for k, n in ran[3:] if k == 1]
+    m = _Machine({2: 1.0, 1: 1.6})
+    ran = m.drive(tuner, 600)
     assert tuner.current == 2
-    # what the probes cost over always running 2 threads, as a share of the time
-    loss = sum(0.6 * n for n in probes)
-    total = sum({2: 1.0, 1: 1.6}[k] * n for k, n in ran[3:])
-    assert 0 < loss / total <= _threads.BUDGET
+    probes = [n for k, n in ran[3:] if k == 1]
+    assert len(probes) >= 10  # still looking
+    assert 0 < _share_of_probes(ran[2:], m.cost, 2) <= _threads.BUDGET
 
 
+@two_threads
 def test_a_busy_machine_moves_to_fewer_threads_and_back():
     tuner = _threads.ThreadTuner(2)
-    mode = {"busy": False}
-
-    def cost(k):
-        if mode["busy"]:
-            return {2: 10.0, 1: 1.5}[k]  # two threads beside a busy process
-        return {2: 1.0, 1: 1.5}[k]
-
-    _drive(tuner, cost, 20)
+    quiet, busy = {2: 1.0, 1: 1.5}, {2: 10.0, 1: 1.5}  # busy: beside a spinning process
+    m = _Machine(quiet)
+    m.drive(tuner, 20)
     assert tuner.current == 2
-    mode["busy"] = True
-    ran = _drive(tuner, cost, 3)
+    m.cost = busy
+    ran = m.drive(tuner, 2)
     # the jump in time per mini-batch at 2 threads triggers a probe of 1 at once
-    assert (1, 25) in ran[:2]
+    assert ran == [(2, 96), (1, 12), (1, 84)]
     assert tuner.current == 1
-    ran = _drive(tuner, cost, 400)
+    ran = m.drive(tuner, 400)
     assert tuner.current == 1
-    # probing the slow count again is rare: its loss is spread over BUDGET of the time
-    loss = sum((10.0 - 1.5) * n for k, n in ran if k == 2)
-    total = sum(cost(k) * n for k, n in ran)
-    assert loss / total <= 2 * _threads.BUDGET
-    mode["busy"] = False
-    _drive(tuner, cost, 2000)
+    # a probe of 2 threads stops after its first call (3 mini-batches), and the next one
+    # waits until its loss is BUDGET of the time since
+    assert {n for k, n in ran if k == 2} == {3}
+    assert _share_of_probes(ran, busy, 1) <= _threads.BUDGET
+    m.cost = quiet
+    m.drive(tuner, 200)
+    assert tuner.current == 2
+
+
+@two_threads
+def test_a_probe_that_won_by_luck_is_undone_after_one_chunk():
+    tuner = _threads.ThreadTuner(2)
+    m = _Machine({2: 1.0, 1: 1.5})
+    m.drive(tuner, 20)
+    tuner.estimate[1] = 0.5  # a probe of 1 thread that happened to run fast
+    tuner.current = 1
+    tuner.until_probe, tuner.probe_time = 4, tuner.clock + 100  # no probe due
+    ran = m.drive(tuner, 2)
+    # its first whole chunk is slower than 2 threads' timing: 2 is probed at once
+    assert ran == [(1, 96), (2, 12), (2, 84)]
     assert tuner.current == 2
 
 
 def test_a_single_thread_tuner_never_probes():
     tuner = _threads.ThreadTuner(1)
-    assert set(_drive(tuner, lambda k: 1.0, 50)) == {(1, 100)}
+    m = _Machine({1: 1.0})
+    assert set(m.drive(tuner, 50)) == {(1, 96)}
 
 
 def test_run_chunks_covers_every_mini_batch_once_in_order():
