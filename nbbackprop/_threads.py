@@ -24,9 +24,11 @@ not change here.
 The policy, per workload (network shape, batch size, dtype, optimiser, kernel plan):
 
 - the first chunk the process runs of a workload is not timed (it loads or compiles);
-- each candidate not yet timed is tried on a short chunk (``PROBE_FRACTION`` of one);
-- after that the fastest estimate runs; an estimate is the mean of its count's last
-  two timings (a probe's alone: the older one may be from another mode);
+- each candidate not yet timed is tried on a short chunk (``PROBE_FRACTION`` of one,
+  in ``PROBE_PIECES`` calls of at least ``PROBE_SECONDS``);
+- after that the fastest estimate runs; the running count's estimate is the better of
+  its last two chunks (one slow chunk is noise until the next confirms it), another
+  count's is its last probe;
 - the other counts are tried again, in turn, on a short chunk: no sooner than
   ``PROBE_EVERY`` chunks after the last probe, and no sooner than the last probe's
   cost (its time over what the current count would have taken) divided by ``BUDGET``,
@@ -57,6 +59,9 @@ JUMP = 1.3
 #: A probe runs this fraction of a chunk (at least one mini-batch), in this many calls.
 PROBE_FRACTION = 0.125
 PROBE_PIECES = 4
+#: A probe's calls take at least this long (at the current count's speed): a thread
+#: pool that slept while fewer threads ran wakes in tens of microseconds.
+PROBE_SECONDS = 0.002
 #: The most of the training time that probing slower counts may cost.
 BUDGET = 0.01
 #: Tuners kept (least recently used dropped): one per workload a process trains.
@@ -76,8 +81,9 @@ class ThreadTuner:
 
     def __init__(self, most: int):
         self.counts = candidates(most)
-        self.estimate: dict[int, float | None] = dict.fromkeys(self.counts)  # s per batch
+        self.times: dict[int, list[float]] = {k: [] for k in self.counts}  # s per batch
         self.current = most
+        self.fresh = False  # the current count won a probe and has run no chunk since
         self.warm = False  # the first chunk (compiling or loading) is not timed
         self.until_probe = PROBE_EVERY  # chunks to the next probe, at least
         self.clock = 0.0  # seconds of timed chunks
@@ -86,8 +92,10 @@ class ThreadTuner:
         self.chunks = dict.fromkeys(self.counts, 0)
 
     def seconds_per_batch(self, k: int) -> float | None:
-        """The latest timing at ``k`` threads, or ``None``."""
-        return self.estimate[k]
+        """The estimate at ``k`` threads (``None``: never timed): the better of the current
+        count's last two chunks (one slow chunk is not yet a slower machine), another
+        count's last probe."""
+        return min(self.times[k], default=None)
 
     def plan(self, size: int) -> tuple[int, int, int]:
         """The thread count, number of mini-batches (≤ ``size``) and mini-batches per
@@ -97,7 +105,10 @@ class ThreadTuner:
             return self.current, size, size
         short = max(1, int(size * PROBE_FRACTION))
         piece = -(-short // PROBE_PIECES)
-        untimed = [k for k in self.counts if self.estimate[k] is None]
+        current = self.seconds_per_batch(self.current)
+        if current is not None:  # long enough to time (and to wake a sleeping pool)
+            piece = min(short, max(piece, int(PROBE_SECONDS / current)))
+        untimed = [k for k in self.counts if not self.times[k]]
         if untimed:
             if untimed[0] == self.current:
                 return self.current, size, size
@@ -109,7 +120,7 @@ class ThreadTuner:
 
     def losing(self, k: int, seconds: float, batches: int) -> bool:
         """Whether a probe at ``k`` threads is already clearly slower than the current count."""
-        current = self.estimate[self.current]
+        current = self.seconds_per_batch(self.current)
         return k != self.current and current is not None and seconds > JUMP * current * batches
 
     def record(self, k: int, seconds: float, batches: int) -> None:
@@ -120,24 +131,29 @@ class ThreadTuner:
             return
         self.clock += seconds
         per_batch = seconds / batches
-        before = self.estimate[k]
-        self.estimate[k] = per_batch
+        before = self.seconds_per_batch(k)
         if k == self.current:
+            if self.fresh:  # the probe that made it current no longer counts
+                self.times[k].clear()
+                self.fresh = False
+            self.times[k] = [*self.times[k][-1:], per_batch]
             self.until_probe -= 1
-            others = [e for c, e in self.estimate.items() if c != k and e is not None]
+            others = [self.seconds_per_batch(c) for c in self.counts if c != k]
+            others = [e for e in others if e is not None]
             if (before is not None and per_batch > JUMP * before) or (
-                others and per_batch > min(others)
+                others and self.seconds_per_batch(k) > min(others)
             ):  # the machine changed, or a probe's win did not last: look now
                 self.until_probe, self.probe_time = 0, 0.0
             return
         # a probe (or a first timing): does another count now beat the current one?
+        self.times[k] = [per_batch]  # its older timing may be from another mode
         self.next_probe += 1
-        current = self.estimate[self.current]
+        current = self.seconds_per_batch(self.current)
         if current is not None and per_batch < current:
-            self.current = k
+            self.current, self.fresh = k, True
         self.until_probe = PROBE_EVERY
         # what the probe cost over the count that won, spread to BUDGET of the time
-        loss = seconds - batches * self.estimate[self.current]
+        loss = seconds - batches * self.seconds_per_batch(self.current)
         self.probe_time = self.clock + max(0.0, loss) / BUDGET
 
     def summary(self) -> dict:

@@ -235,9 +235,11 @@ def test_a_busy_machine_moves_to_fewer_threads_and_back():
     m.drive(tuner, 20)
     assert tuner.current == 2
     m.cost = busy
-    ran = m.drive(tuner, 2)
-    # the jump in time per mini-batch at 2 threads triggers a probe of 1 at once
-    assert ran == [(2, 96), (1, 12), (1, 84)]
+    ran = m.drive(tuner, 3)
+    # the jump in time per mini-batch at 2 threads triggers a probe of 1 at once, which
+    # still loses to the better of 2's last two chunks; a second slow chunk confirms the
+    # change (2's estimate is now slower than 1's probe): a probe again, and 1 takes over
+    assert ran == [(2, 96), (1, 3), (2, 93), (1, 12), (1, 84)]
     assert tuner.current == 1
     ran = m.drive(tuner, 400)
     assert tuner.current == 1
@@ -255,12 +257,24 @@ def test_a_probe_that_won_by_luck_is_undone_after_one_chunk():
     tuner = _threads.ThreadTuner(2)
     m = _Machine({2: 1.0, 1: 1.5})
     m.drive(tuner, 20)
-    tuner.estimate[1] = 0.5  # a probe of 1 thread that happened to run fast
-    tuner.current = 1
+    tuner.times[1] = [0.5]  # a probe of 1 thread that happened to run fast
+    tuner.current, tuner.fresh = 1, True
     tuner.until_probe, tuner.probe_time = 4, tuner.clock + 100  # no probe due
     ran = m.drive(tuner, 2)
     # its first whole chunk is slower than 2 threads' timing: 2 is probed at once
     assert ran == [(1, 96), (2, 12), (2, 84)]
+    assert tuner.current == 2
+
+
+@two_threads
+def test_one_slow_chunk_is_looked_into_but_does_not_move_the_count():
+    tuner = _threads.ThreadTuner(2)
+    m = _Machine({2: 1.0, 1: 1.5})
+    m.drive(tuner, 20)
+    tuner.record(2, 2.0 * 96, 96)  # a hiccup: twice as slow, once
+    ran = m.drive(tuner, 1)
+    # the jump gets a probe of 1 thread, which loses to the better of 2's last two chunks
+    assert ran == [(1, 3), (2, 93)]
     assert tuner.current == 2
 
 
@@ -301,3 +315,14 @@ def test_tuners_are_kept_per_workload_and_bounded():
         _threads.tuner(("test-fill", i), 2)
     assert len(_threads.summaries()) <= _threads.KEEP
     assert _threads.tuner(("test", 1), 2) is not a  # dropped, least recently used
+
+
+def test_a_probe_call_is_long_enough_to_time():
+    tuner = _threads.ThreadTuner(2)
+    tuner.warm = True
+    tuner.times[2] = [20e-6]  # W1 on 2 threads: 20 µs per mini-batch
+    k, size, piece = tuner.plan(1749)
+    assert (k, size) == (1, 218)  # an eighth of the chunk
+    assert piece == 100  # PROBE_SECONDS at the current speed, more than a quarter
+    tuner.times[2] = [40e-6]  # W2: its eighth of a chunk goes in one call
+    assert tuner.plan(164) == (1, 20, 20)
