@@ -10,10 +10,10 @@ Why measure instead of always using every thread: a mini-batch of a small networ
 ~10 µs of work, and every one joins the threads at least once. When another process
 keeps a core busy, or the machine's vCPUs stop sharing a cache, those joins wait, and
 two threads run slower than one: a W1 epoch (``[784, 30, 10]``, batch 10) took
-640-910 ms on two threads beside one busy process against 125-135 ms on one, and the
-~25 % of time the reference machine spends in its slow mode made two threads 144-164
-ms against 123 ms on one (``docs/performance.md``). When the machine is quiet, two
-threads win (65-79 ms), so neither count can be fixed in advance.
+250-900 ms (once 5.6 s) on two threads beside one busy process against 110-135 ms on
+one, and in the reference machine's slow mode 144-164 ms on two against 102-123 ms on
+one (``docs/performance.md``). When the machine is quiet, two threads win (65-79 ms),
+so neither count can be fixed in advance.
 
 The thread count never changes the result: every kernel splits the index it writes
 between the threads, with the same loop order within each output, so a run gives
@@ -35,11 +35,12 @@ The policy, per workload (network shape, batch size, dtype, optimiser, kernel pl
   in seconds of timed chunks, so that probing costs at most ``BUDGET`` of the time;
   at once when the running count's time per mini-batch jumps by ``JUMP`` or more.
 
-On a quiet 2-core machine a W1 probe (1 thread for an eighth of a chunk) costs ~1.5
-ms, so the 2-thread choice is re-checked every ~0.15 s of training. In the slow
-mode, where one thread wins, probing 2 threads costs ~2.5 ms: re-checked every
-~0.25 s. Beside a busy process a 2-thread probe can cost 60 ms or more, re-checked
-every 6 s or more.
+On a quiet 2-core machine a W1 probe of one thread loses by more than ``JUMP`` in its
+first call (148 mini-batches) and costs ~1 ms, so the choice of two threads is
+re-checked every ``PROBE_EVERY`` chunks (~0.1 s). In the slow mode, where one thread
+wins, a probe of two costs about as little and comes as often. Beside a busy process
+one call of a 2-thread probe can take 70-260 ms (0.7-2.6 ms per mini-batch), so it
+comes back only every 7-26 s of training.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class ThreadTuner:
         short = max(1, int(size * PROBE_FRACTION))
         piece = -(-short // PROBE_PIECES)
         current = self.seconds_per_batch(self.current)
-        if current is not None:  # long enough to time (and to wake a sleeping pool)
+        if current:  # long enough to time (and to wake a sleeping pool)
             piece = min(short, max(piece, int(PROBE_SECONDS / current)))
         untimed = [k for k in self.counts if not self.times[k]]
         if untimed:

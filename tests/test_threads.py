@@ -326,3 +326,11 @@ def test_a_probe_call_is_long_enough_to_time():
     assert piece == 100  # PROBE_SECONDS at the current speed, more than a quarter
     tuner.times[2] = [40e-6]  # W2: its eighth of a chunk goes in one call
     assert tuner.plan(164) == (1, 20, 20)
+
+
+@two_threads
+def test_chunks_too_short_for_the_clock_do_not_break_the_tuner():
+    tuner = _threads.ThreadTuner(2)
+    m = _Machine({2: 0.0, 1: 0.0})  # a clock that does not move
+    ran = m.drive(tuner, 10)
+    assert sum(n for _, n in ran) == 10 * 96
