@@ -578,7 +578,8 @@ class Network:
             )
             val = (Xv, Yv)
         # An unusable device or strategy fails here, before any state changes.
-        fixed = None if threads == "auto" else _threads.check_threads(threads)
+        auto = isinstance(threads, str) and threads == "auto"
+        fixed = None if auto else _threads.check_threads(threads)
         self.plan(min(batch_size, X.shape[0]), strategy, device)
         watch = early_stopping or schedule == "plateau"
         if metric is None:

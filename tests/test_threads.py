@@ -138,6 +138,7 @@ def test_a_fixed_count_plans_for_that_count():
         (1.5, TypeError),
         (True, TypeError),
         (None, TypeError),
+        (np.array([1, 2]), TypeError),
     ],
 )
 def test_bad_threads_is_a_clear_error(threads, error):
