@@ -51,9 +51,9 @@ class Workspace:
 
     def __init__(self, sizes: tuple[int, ...], cap: int, dtype: np.dtype, n_params: int):
         self.cap = cap
-        # every layer's activations, then a second slot for gathered inputs (the SGD
-        # driver gathers the next mini-batch while this one's inputs are still read)
-        self.abuf = np.zeros(cap * (sum(sizes) + sizes[0]), dtype=dtype)
+        # every layer's activations, then two more slots for gathered inputs (the SGD
+        # driver gathers the next two mini-batches while this one's inputs are still read)
+        self.abuf = np.zeros(cap * (sum(sizes) + 2 * sizes[0]), dtype=dtype)
         self.zbuf = np.zeros(cap * sum(sizes[1:]), dtype=dtype)
         self.dbuf = np.zeros(cap * sum(sizes[1:]), dtype=dtype)
         self.ybuf = np.zeros(cap * sizes[-1], dtype=dtype)

@@ -323,12 +323,19 @@ def test_sgd_update_forward_tiled_is_the_two_kernels_bitwise(shape, act, dtype, 
         assert split == (shape not in ((1, 33, 17), (70, 130, 90)))
     if not split:
         return  # the driver never fuses these
+    # with the gather of a later mini-batch's rows (a shuffled epoch's): each thread
+    # copies its share of rows[first:first + m] of a source into `gathered`
+    source = rng.uniform(0, 1, (3 * m + 5, n_in)).astype(dtype)
+    rows = rng.permutation(source.shape[0]).astype(np.int64)
+    first = 2
+    gathered = np.full((m, n_in), np.nan, dtype=dtype)
     cpu_tiled.sgd_update_forward_tiled(
         W2, b2, delta, a_prev, 0.7, 1.0 / m, 0.01, a_next, z2, o2, act, W2[:0], delta[:0],
-        delta[:0],
+        delta[:0], source, rows, first, gathered,
     )  # fmt: skip
     for got, want in ((W2, W1), (b2, b1), (z2, z1), (o2, o1)):
         np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(gathered, source[rows[first : first + m]])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -362,6 +369,7 @@ def test_fused_region_with_the_layer_above(shape, act, dtype, rng):
     a2 = a.copy()  # this layer's outputs, overwritten by the next mini-batch's
     cpu_tiled.sgd_update_forward_tiled(
         W2, b2, delta2, a_prev, 0.7, 1.0 / m, 0.01, a_next, z2, a2, act, W_up2, delta_up, a2,
+        a_next, np.empty(0, np.int64), 0, z2[:0],
     )  # fmt: skip
     for got, want in ((delta2, delta1), (W_up2, W_up1), (W2, W1), (b2, b1), (z2, z1), (a2, o1)):
         assert_close(got, want, dtype)

@@ -226,8 +226,10 @@ def test_fit_shuffle_is_seeded_and_matches_reference_order(rng):
 @PARALLEL
 def test_shuffled_fit_through_the_fused_layer0_region_matches_reference(rng):
     # [784, 100, 10] in mini-batches of 10: layer 0 is tiled-parallel and split by
-    # neurons (2 to 6 threads), so each shuffled next mini-batch is gathered into the
-    # second input slot while this one's inputs are still read by its update
+    # neurons (2 to 6 threads), so each shuffled next mini-batch is gathered into
+    # another input slot while this one's inputs are still read by its update; from the
+    # third mini-batch on (the last one 7 rows), the region of the mini-batch two before
+    # gathered it, each thread its share
     from nbbackprop.kernels import cpu_tiled
 
     sizes = [784, 100, 10]

@@ -424,34 +424,43 @@ def _train_sgd_body(
     weight step join that region too, each thread doing its own neurons' columns
     (layer 1's bias step stays serial): nothing of layer 1 but BP1 and its forward pass
     is left on one thread. The next mini-batch is read in place when its rows are
-    consecutive, else gathered first into the second input slot of ``abuf`` (after
-    the last layer's activations; the two slots alternate), so that this one's
-    inputs, which the update reads, stay where they are.
+    consecutive, else gathered first into an input slot of ``abuf`` (after the last
+    layer's activations) other than this one's, whose inputs the update reads. With a
+    third slot, the region also gathers the mini-batch after next when its rows are
+    not consecutive (a shuffled epoch), each thread its share of the rows: copying 10
+    random rows of 784 costs one core ~4 µs (its memory queue, not the bandwidth, is
+    the limit), which two cores halve.
     """
     n = order.shape[0]
     L = sizes.shape[0] - 1
     cap = min(batch_size, n)
     eta = hyper[ETA]
     l2 = hyper[L2]
+    n_in = sizes[0]
     W0, b0 = _weights(params, sizes, w_off, b_off, 0)
     skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
-    slots = (0, cap * (a_off[L] + sizes[L]))  # where gathered inputs go, in turn
-    two_slots = abuf.shape[0] >= slots[1] + cap * sizes[0]
-    slot = 0
+    # where gathered inputs go: layer 0's slot, then up to two after the last layer's
+    base = cap * (a_off[L] + sizes[L])
+    slots = (0, base, base + cap * n_in)
+    n_slots = 1 + (abuf.shape[0] >= base + cap * n_in) + (abuf.shape[0] >= base + 2 * cap * n_in)
+    cur = -1  # the slot of this mini-batch's inputs (-1: read in place)
+    early, early_slot = -1, -1  # a mini-batch whose inputs a region gathered, and where
     ready = 0  # 1 when this mini-batch's inputs and layer-0 forward pass are ready
-    a0 = _rows(abuf, 0, 0, sizes[0])
+    a0 = _rows(abuf, 0, 0, n_in)
     for i in range(first, last):
         start = i * batch_size
         m = min(batch_size, n - start)
         if ready == 0:
-            a0 = _rows_of(X, order, start, m, abuf, slots[slot])
+            cur, a0 = _inputs(X, order, start, m, abuf, slots, early == i, early_slot, 0)
         y = _rows_of(Y, order, start, m, ybuf, 0)
         fuse = False  # this update and the next forward pass in one region
         start_n, m_n, in_place = start + batch_size, 0, True
         if skew and i + 1 < last:
             m_n = min(batch_size, n - start_n)
             in_place = _consecutive(order, start_n, m_n)
-            fuse = (in_place or two_slots) and t.forward_splits_by_neurons(W0, m_n)
+            fuse = (in_place or early == i + 1 or n_slots >= 2) and t.forward_splits_by_neurons(
+                W0, m_n
+            )
         ahead = 2 if fuse else 1  # a fused region reads the next batch in this step
         if i + ahead < last:
             _prefetch_batch(X, order, start + ahead * batch_size, batch_size)
@@ -478,20 +487,52 @@ def _train_sgd_body(
                 delta_up = _rows(dbuf, cap * z_off[1], m, sizes[2])
                 a_hidden = _rows(abuf, cap * a_off[1], m, sizes[1])
                 t.bias_step(b_up, delta_up, eta, inv_m)
-            if not in_place:  # gathered into the other slot (read in place else)
-                slot = 1 - slot
-            a_next = _rows_of(X, order, start_n, m_n, abuf, slots[slot])
+            # the next mini-batch's inputs: gathered by the last region, read in place,
+            # or gathered now into a slot that this one's inputs (read by the update) are not in
+            nxt, a_next = _inputs(X, order, start_n, m_n, abuf, slots, early == i + 1,
+                                  early_slot, _free_slot(cur, -1))  # fmt: skip
+            # and the region gathers the one after, when it has three slots and those
+            # rows are not consecutive (each thread copies its share)
+            early, g_first, gathered = -1, 0, _rows(abuf, 0, 0, n_in)
+            if n_slots == 3 and i + 2 < last:
+                g_first = start_n + batch_size
+                m_g = min(batch_size, n - g_first)
+                if not _consecutive(order, g_first, m_g):
+                    early, early_slot = i + 2, _free_slot(cur, nxt)
+                    gathered = _rows(abuf, slots[early_slot], m_g, n_in)
             t.sgd_update_forward_tiled(
                 W0, b0, delta0, a0, eta, inv_m, l2, a_next,
                 _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
                 _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0], W_up, delta_up, a_hidden,
+                X, order, g_first, gathered,
             )  # fmt: skip
-            a0 = a_next
+            cur, a0 = nxt, a_next
             ready = 1
         if ready == 0:
             SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, par[0] % 2)  # noqa: F821
         step[0] += 1
     return last - first
+
+
+@njit(cache=True, inline="always")
+def _free_slot(a, b):
+    """The first input slot that is neither ``a`` nor ``b``."""
+    s = 0
+    while s == a or s == b:
+        s += 1
+    return s
+
+
+@njit(cache=True, inline="always")
+def _inputs(X, order, start, m, abuf, slots, early, early_slot, slot):
+    """The inputs of the mini-batch at ``start`` and their slot: where a region already
+    gathered them (``early``), else a view of ``X`` (slot -1) when the rows are
+    consecutive, else gathered now into ``slot``."""
+    if early:
+        return early_slot, _rows(abuf, slots[early_slot], m, X.shape[1])
+    if _consecutive(order, start, m):
+        return -1, _rows_of(X, order, start, m, abuf, 0)
+    return slot, _rows_of(X, order, start, m, abuf, slots[slot])
 
 
 def _forward_rows_body(
