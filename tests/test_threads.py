@@ -193,6 +193,17 @@ class _Machine:
         return ran
 
 
+QUIET = {2: 1.0, 1: 1.5}  # seconds per mini-batch at each count: 2 threads win
+
+
+def _settled():
+    """A 2-thread tuner after 20 calls on a quiet machine, and that machine."""
+    tuner, m = _threads.ThreadTuner(2), _Machine(QUIET)
+    m.drive(tuner, 20)
+    assert tuner.current == 2
+    return tuner, m
+
+
 def _share_of_probes(ran, cost, best):
     """What the probes cost over running ``best`` throughout, as a share of the time,
     from the first probe to the last (each probe's cost is spread over the time after
@@ -206,7 +217,7 @@ def _share_of_probes(ran, cost, best):
 @two_threads
 def test_the_first_chunk_is_not_timed_and_each_count_is_then_tried():
     tuner = _threads.ThreadTuner(2)
-    m = _Machine({2: 1.0, 1: 1.5})
+    m = _Machine(QUIET)
     ran = m.drive(tuner, 3)
     assert ran[0] == (2, 96)  # untimed: it may compile
     assert ran[1] == (2, 96)
@@ -230,11 +241,8 @@ def test_a_quiet_machine_keeps_all_threads_and_probes_within_budget():
 
 @two_threads
 def test_a_busy_machine_moves_to_fewer_threads_and_back():
-    tuner = _threads.ThreadTuner(2)
-    quiet, busy = {2: 1.0, 1: 1.5}, {2: 10.0, 1: 1.5}  # busy: beside a spinning process
-    m = _Machine(quiet)
-    m.drive(tuner, 20)
-    assert tuner.current == 2
+    tuner, m = _settled()
+    busy = {2: 10.0, 1: 1.5}  # beside a spinning process
     m.cost = busy
     ran = m.drive(tuner, 3)
     # the jump in time per mini-batch at 2 threads triggers a probe of 1 at once, which
@@ -248,16 +256,14 @@ def test_a_busy_machine_moves_to_fewer_threads_and_back():
     # waits until its loss is BUDGET of the time since
     assert {n for k, n in ran if k == 2} == {3}
     assert _share_of_probes(ran, busy, 1) <= _threads.BUDGET
-    m.cost = quiet
+    m.cost = QUIET
     m.drive(tuner, 200)
     assert tuner.current == 2
 
 
 @two_threads
 def test_a_probe_that_won_by_luck_is_undone_after_one_chunk():
-    tuner = _threads.ThreadTuner(2)
-    m = _Machine({2: 1.0, 1: 1.5})
-    m.drive(tuner, 20)
+    tuner, m = _settled()
     tuner.times[1] = [0.5]  # a probe of 1 thread that happened to run fast
     tuner.current, tuner.fresh = 1, True
     tuner.until_probe, tuner.probe_time = 4, tuner.clock + 100  # no probe due
@@ -269,9 +275,7 @@ def test_a_probe_that_won_by_luck_is_undone_after_one_chunk():
 
 @two_threads
 def test_one_slow_chunk_is_looked_into_but_does_not_move_the_count():
-    tuner = _threads.ThreadTuner(2)
-    m = _Machine({2: 1.0, 1: 1.5})
-    m.drive(tuner, 20)
+    tuner, m = _settled()
     tuner.record(2, 2.0 * 96, 96)  # a hiccup: twice as slow, once
     ran = m.drive(tuner, 1)
     # the jump gets a probe of 1 thread, which loses to the better of 2's last two chunks

@@ -661,7 +661,8 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, o
         # a prange index may be unsigned: int64 * uint64 is float64
         p = np.int64(part)
         if gathered.shape[0] > 0:
-            _gather_part(X, rows, first, gathered, p, parts)
+            i_lo, i_hi = _share(gathered.shape[0], parts, p)
+            gather_rows(X, rows, first, gathered, i_lo, i_hi)
         if W_up.shape[0] > 0:
             _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, parts)
         if update:
@@ -670,9 +671,8 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, o
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
-def _gather_part(X, rows, first, out, p, parts):
-    """Part ``p`` of ``parts`` of ``out[i] = X[rows[first + i]]``."""
-    i_lo, i_hi = _share(out.shape[0], parts, p)
+def gather_rows(X, rows, first, out, i_lo, i_hi):
+    """``out[i] = X[rows[first + i]]`` for ``i`` in ``i_lo .. i_hi-1`` (unchecked)."""
     for i in range(i_lo, i_hi):
         # element loops: a slice assignment compiles to NumPy's broadcasting machinery
         src, dst = X[rows[first + i]], out[i]

@@ -333,11 +333,7 @@ def _rows_of(X, order, start, m, buf, offset):
         first = order[start]
         return X[first : first + m]
     out = _rows(buf, offset, m, X.shape[1])
-    # element loops: a slice assignment compiles to NumPy's broadcasting machinery
-    for i in range(m):
-        src, dst = X[order[start + i]], out[i]
-        for e in range(X.shape[1]):
-            dst[e] = src[e]
+    t.gather_rows(X, order, start, out, 0, m)
     return out
 
 
@@ -531,8 +527,10 @@ def _inputs(X, order, start, m, abuf, slots, early, early_slot, slot):
     if early:
         return early_slot, _rows(abuf, slots[early_slot], m, X.shape[1])
     if _consecutive(order, start, m):
-        return -1, _rows_of(X, order, start, m, abuf, 0)
-    return slot, _rows_of(X, order, start, m, abuf, slots[slot])
+        return -1, _rows_of(X, order, start, m, abuf, 0)  # a view
+    out = _rows(abuf, slots[slot], m, X.shape[1])
+    t.gather_rows(X, order, start, out, 0, m)
+    return slot, out
 
 
 def _forward_rows_body(
