@@ -20,7 +20,14 @@ import importlib
 
 from ._base import WORKLOADS, PeerBase, Workload, init_params, make_data
 
-PEER_NAMES = ("numpy_minibatch", "nielsen", "torch_cpu", "jax_jit", "sklearn_mlp")
+PEER_NAMES = (
+    "numpy_minibatch",
+    "nielsen",
+    "torch_cpu",
+    "torch_autograd",
+    "jax_jit",
+    "sklearn_mlp",
+)
 
 __all__ = [
     "PEER_NAMES",

@@ -1,0 +1,38 @@
+"""The benchmark peers train to the same parameters as an independent float64 reference.
+
+``benchmarks.compare`` gives no ratio to a peer whose parameters disagree with the NumPy
+reference after an epoch, so a broken peer would not report a wrong speed; this test
+catches it before a benchmark run does (tiny networks, both dtypes, a short last batch).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+agreement = pytest.importorskip("benchmarks.peers.agreement")
+
+
+def test_numpy_peers_agree():
+    report = agreement.check_agreement(["numpy_minibatch", "nielsen"], verbose=False)
+    assert len(report) == 2 * 2 * len(agreement.CASES)
+
+
+@pytest.mark.parametrize("name", ["torch_cpu", "torch_autograd"])
+def test_torch_peers_agree(name):
+    pytest.importorskip("torch")
+    report = agreement.check_agreement([name], verbose=False)
+    assert len(report) == 2 * len(agreement.CASES)  # both dtypes, every case
+
+
+def test_a_wrong_peer_is_caught(monkeypatch):
+    """The check can fail: a peer whose learning rate is off by 1 % is reported."""
+    from benchmarks.peers import numpy_minibatch
+
+    train = numpy_minibatch.Peer.train_epoch
+
+    def off(self, X, Y, batch_size, eta):
+        return train(self, X, Y, batch_size, eta * 1.01)
+
+    monkeypatch.setattr(numpy_minibatch.Peer, "train_epoch", off)
+    with pytest.raises(AssertionError):
+        agreement.check_agreement(["numpy_minibatch"], verbose=False)
