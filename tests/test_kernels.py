@@ -434,3 +434,29 @@ def test_unchecked_views_are_views_of_the_right_elements(dtype):
     f[5] = -2
     assert a[1, 1] == -2
     np.testing.assert_array_equal(_flat_view(a[1:]), a[1:].ravel())
+
+
+@njit
+def _through_borrowed(a, value):
+    """Writes through a borrowed view of ``a`` and of a view of it; returns their sums
+    and a new array made from the borrowed one (which owns its own memory)."""
+    b = cpu_tiled.borrowed(a)
+    b[0, 1] = value
+    row = b[1]  # a view of a borrowed view: no reference count either
+    row[2] = value
+    copy = b.copy()
+    return b.sum(), row.sum(), copy
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_borrowed_views_alias_their_array(dtype):
+    a = np.arange(12, dtype=dtype).reshape(3, 4)
+    total, row_total, copy = _through_borrowed(a, -5)
+    assert a[0, 1] == -5 and a[1, 2] == -5
+    assert total == a.sum() and row_total == a[1].sum()
+    np.testing.assert_array_equal(copy, a)
+    del a  # the copy has its own owner
+    assert copy[1, 2] == -5
+    strided = np.arange(24, dtype=dtype).reshape(3, 8)[:, ::2]  # strides kept
+    _through_borrowed(strided, 7)
+    assert strided[0, 1] == 7 and strided[1, 2] == 7
