@@ -75,28 +75,32 @@ def test_dot_tile(mr, nr, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rn", cpu_tiles.SIZES)
+@pytest.mark.parametrize("rows", [(2, 9), (1, 8), (0, 4), (3, 5), (2, 3), (4, 4)])
 @pytest.mark.parametrize("vn", (*cpu_tiles.OUTER_VECTORS, 0))
 @pytest.mark.parametrize("by_rows", [False, True])
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_outer_tile(rn, vn, by_rows, overwrite, dtype, rng):
+def test_outer_block(rows, vn, by_rows, overwrite, dtype, rng):
+    """Rows i_lo..i_hi-1 of one column block: 7 rows are tiles of 4, 2 and 1, 4 rows
+    one tile of 4, 2 and 1 rows the short tiles alone, 0 rows nothing."""
+    i_lo, i_hi = rows
     L = (64 if cpu_tiles.VEC_REGISTERS == 32 else 32) // np.dtype(dtype).itemsize
     width = vn * L if vn else L - 3  # vn = 0: the first L - 3 columns of one register
-    n = 3 + width + 5  # the tile's columns start at 3 and end 5 before the last
-    C = rng.uniform(-1, 1, (7, n)).astype(dtype)
+    n = 3 + width + 5  # the block's columns start at 3 and end 5 before the last
+    C = rng.uniform(-1, 1, (10, n)).astype(dtype)
     A = rng.uniform(-1, 1, (9, n)).astype(dtype)
-    D = rng.uniform(-1, 1, (9, 7) if not by_rows else (7, 9)).astype(dtype)
+    D = rng.uniform(-1, 1, (9, 10) if not by_rows else (10, 9)).astype(dtype)
     # coefficients of row i, term s: D[s, i] (BP4's δ) or D[i, s] (BP2's δ_next)
-    ds, dr = (7, 1) if not by_rows else (1, 9)
-    coef = D[:, 2 : 2 + rn] if not by_rows else D[2 : 2 + rn, :].T
+    ds, dr = (10, 1) if not by_rows else (1, 9)
+    coef = D[:, i_lo:i_hi] if not by_rows else D[i_lo:i_hi, :].T
     keep, step = dtype(0.75), dtype(0.5)
     expected = C.astype(np.float64)
     k = slice(3, 3 + width)
     total = coef.T.astype(np.float64) @ A[:, k].astype(np.float64)
-    first = 0.0 if overwrite else keep * expected[2 : 2 + rn, k]
-    expected[2 : 2 + rn, k] = first - step * total
-    cpu_tiles.outer_tile(rn, vn, C, 2, 3, D.ravel(), ds, dr, A, 9, keep, step, overwrite, width)
-    assert_close(C, expected, dtype)  # and nothing outside the tile changed
+    first = 0.0 if overwrite else keep * expected[i_lo:i_hi, k]
+    expected[i_lo:i_hi, k] = first - step * total
+    D = D.ravel()
+    cpu_tiles.outer_block(vn, C, i_lo, i_hi, 3, D, ds, dr, A, 9, keep, step, overwrite, width)
+    assert_close(C, expected, dtype)  # and nothing outside the block changed
 
 
 def test_outer_tiles_refuse_strided_operands(rng):

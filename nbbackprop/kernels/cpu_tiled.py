@@ -47,7 +47,7 @@ from numba.np.arrayobj import populate_array
 from numba.np.ufunc.parallel import _iget_num_threads
 
 from .cpu import ERROR_MODEL, FASTMATH, RELU, SIGMOID, SOFTMAX, TANH, _softmax_row
-from .cpu_tiles import OUTER_VECTORS, dot_tile, outer_tile, tile_at, tile_count
+from .cpu_tiles import OUTER_VECTORS, dot_tile, outer_block, tile_at, tile_count
 from .simd import lanes
 
 #: Bytes of the operand block that stays in L2 while tiles stream past it (half of a
@@ -457,7 +457,7 @@ def _hidden_delta_tiled(W_next, delta_next, a, delta, act, scratch):
     j in registers (the axpy tiles ran at ~95 GF/s on W3's 1024 × 1024 layer, the
     dot tiles at ~165, and the transpose costs ~0.3 ms).
 
-    Otherwise each outer tile (:func:`~nbbackprop.kernels.cpu_tiles.outer_tile`)
+    Otherwise each outer tile (:func:`~nbbackprop.kernels.cpu_tiles.outer_block`)
     sums :math:`\sum_j \delta^{l+1}_j w^{l+1}_{jk}` over all j in registers, for up to
     4 samples and 4 registers of columns k (no transpose), and writes it once. Each
     thread owns a run of columns k (of ``delta`` and of ``W_next``).
@@ -548,7 +548,7 @@ def hidden_delta_outer_serial(W_next, delta_next, a, delta, act):
 def _outer_rows(D, ds, dr, m, A, C, keep, step, overwrite, rt_lo, rt_hi, k_lo, k_hi):
     """``C[i, k] = keep C[i, k] - step Σ_{s<m} D[s ds + i dr] A[s, k]`` (``overwrite``:
     without the first term) for the rows i of row tiles ``rt_lo .. rt_hi-1`` and the
-    columns ``k_lo .. k_hi-1``, by outer tiles (:func:`~.cpu_tiles.outer_tile`): each
+    columns ``k_lo .. k_hi-1``, by outer tiles (:func:`~.cpu_tiles.outer_block`): each
     block of rows × registers of ``C`` is summed over all m terms in registers, then
     written once. Columns past the last whole register go in one masked register."""
     L = lanes(A)
@@ -559,12 +559,11 @@ def _outer_rows(D, ds, dr, m, A, C, keep, step, overwrite, rt_lo, rt_hi, k_lo, k
     v0 = 0
     # a column block of A stays in L1 while the row tiles pass; whole registers, then
     # the columns after the last whole one in a masked register (vn = 0)
+    i_lo, i_hi = _tile_span(rt_lo, rt_hi, n_rows)
     while v0 < vectors or (v0 == vectors and rest > 0):
         vn = widest if vectors - v0 >= widest else (1 if v0 < vectors else 0)
-        for rt in range(rt_lo, rt_hi):
-            i0, ir = tile_at(rt, n_rows)
-            outer_tile(ir, vn, C, i0, k_lo + v0 * L, D, ds, dr, A, m, keep, step, overwrite,
-                       rest)  # fmt: skip
+        outer_block(vn, C, i_lo, i_hi, k_lo + v0 * L, D, ds, dr, A, m, keep, step, overwrite,
+                    rest)  # fmt: skip
         v0 += max(vn, 1)
 
 
@@ -599,7 +598,7 @@ def _weight_grads_tiled(delta, a_prev, nabla_w):
     Equation (16): each outer tile sums :math:`\sum_x \delta^l_j(x)\, a^{l-1}_k(x)`
     over the whole mini-batch in registers for up to 4 rows j and 4 registers of
     columns k, and writes it into ``nabla_w`` once
-    (:func:`~nbbackprop.kernels.cpu_tiles.outer_tile`; no transpose of δ or
+    (:func:`~nbbackprop.kernels.cpu_tiles.outer_block`; no transpose of δ or
     ``a_prev``). Each thread owns a run of rows j (the same as in
     :func:`weighted_sums_tiled`); columns go in blocks of 4 registers (2 with AVX2), whose
     ``a_prev[:, block]`` stays in L1 while the thread's row tiles pass over it.

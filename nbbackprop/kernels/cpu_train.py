@@ -42,7 +42,7 @@ dispatch, each thread's part, the ``prange`` gufunc, the kernel, the driver), so
 the big bodies are compiled once each: one function per thread's part
 (``_name_part`` in :mod:`~nbbackprop.kernels.cpu_tiled`) shared by a kernel's
 parallel and serial compilations, the serial kernels inlined into the driver, the
-tile micro-kernels inlined into their dispatch, one compilation of ``outer_tile``
+tile micro-kernels inlined into their dispatch, one compilation of ``outer_block``
 for BP2 and BP4, the tiny index helpers (``tile_at``, ``_share``, ...) compiled once
 rather than inlined (Numba IR) at every use. The views of the buffers (``as_rows``)
 skip ``reshape``'s checks.
