@@ -150,7 +150,9 @@ def borrowed(typingctx, arr):
     one, increments and decrements the owner's count with an atomic instruction; W1's
     driver made ~50 of them per mini-batch between the parallel regions, about half of
     that serial time (perf). Only for arrays that outlive every use of the result: a
-    driver's own arguments, inside the driver; never returned or stored.
+    driver's own arguments, inside the driver; never returned or stored. Returned to
+    Python, a borrowed view (or a slice of one) would be an array that does not keep
+    its owner alive.
     """
     if not isinstance(arr, types.Array):
         return None
