@@ -33,7 +33,12 @@ The policy, per workload (network shape, batch size, dtype, optimiser, kernel pl
   ``PROBE_EVERY`` chunks after the last probe, and no sooner than the last probe's
   cost (its time over what the current count would have taken) divided by ``BUDGET``,
   in seconds of timed chunks, so that probing costs at most ``BUDGET`` of the time;
-  at once when the running count's time per mini-batch jumps by ``JUMP`` or more.
+  at once when the running count's time per mini-batch jumps by ``JUMP`` or more;
+  and at the next chunk after a pause of ``STALE_SECONDS`` or more in this workload's
+  training (another program ran, or the program did other work between ``fit``
+  calls), when the last probe's cost divided by ``BUDGET`` has passed in wall time:
+  the machine may have changed meanwhile, and a count that lost before the pause can
+  win after it, which the running count's own timings do not show.
 
 On a quiet 2-core machine a W1 probe of one thread loses by more than ``JUMP`` in its
 first call (148 mini-batches) and costs ~1 ms, so the choice of two threads is
@@ -65,6 +70,12 @@ PROBE_PIECES = 4
 PROBE_SECONDS = 0.002
 #: The most of the training time that probing slower counts may cost.
 BUDGET = 0.01
+#: A pause in a workload's training this long (wall-clock seconds not spent in its
+#: chunks) makes the other counts' timings stale: they are probed again at the next
+#: chunk (budget permitting). W1 in ``benchmarks.compare``, one epoch per round with
+#: the peers' epochs between: a tuner that had moved to one thread in the slow mode
+#: kept it for two fast-mode epochs (81 ms each against ~58 on two threads).
+STALE_SECONDS = 1.0
 #: Tuners kept (least recently used dropped): one per workload a process trains.
 KEEP = 32
 
@@ -91,6 +102,11 @@ class ThreadTuner:
         self.probe_time = 0.0  # no probe before the clock reaches this
         self.next_probe = 0  # index into the other counts, in turn
         self.chunks = dict.fromkeys(self.counts, 0)
+        # the last probe: when it ended (the caller's clock), the timed seconds by then,
+        # and what it cost over the count that won
+        self.probe_at: float | None = None
+        self.probe_clock = 0.0
+        self.probe_loss = 0.0
 
     def seconds_per_batch(self, k: int) -> float | None:
         """The estimate at ``k`` threads (``None``: never timed): the better of the current
@@ -98,10 +114,21 @@ class ThreadTuner:
         count's last probe."""
         return min(self.times[k], default=None)
 
-    def plan(self, size: int) -> tuple[int, int, int]:
+    def stale(self, now: float | None) -> bool:
+        """Whether a pause of :data:`STALE_SECONDS` or more (``now`` minus the last
+        probe's end, less the timed chunks since) came after the last probe, and that
+        probe's cost over :data:`BUDGET` has passed since in wall time."""
+        if now is None or self.probe_at is None:
+            return False
+        since = now - self.probe_at
+        pause = since - (self.clock - self.probe_clock)
+        return pause >= STALE_SECONDS and since >= self.probe_loss / BUDGET
+
+    def plan(self, size: int, now: float | None = None) -> tuple[int, int, int]:
         """The thread count, number of mini-batches (≤ ``size``) and mini-batches per
         call of the next chunk (a probe goes in ``PROBE_PIECES`` calls, so that a
-        losing one can stop early: :meth:`losing`)."""
+        losing one can stop early: :meth:`losing`). ``now``: the caller's clock, for
+        :meth:`stale`."""
         if not self.warm:
             return self.current, size, size
         short = max(1, int(size * PROBE_FRACTION))
@@ -114,7 +141,8 @@ class ThreadTuner:
             if untimed[0] == self.current:
                 return self.current, size, size
             return untimed[0], short, piece
-        if self.until_probe <= 0 and self.clock >= self.probe_time and len(self.counts) > 1:
+        due = self.until_probe <= 0 and self.clock >= self.probe_time
+        if (due or self.stale(now)) and len(self.counts) > 1:
             others = [k for k in self.counts if k != self.current]
             return others[self.next_probe % len(others)], short, piece
         return self.current, size, size
@@ -124,8 +152,9 @@ class ThreadTuner:
         current = self.seconds_per_batch(self.current)
         return k != self.current and current is not None and seconds > JUMP * current * batches
 
-    def record(self, k: int, seconds: float, batches: int) -> None:
-        """Chunk of ``batches`` mini-batches at ``k`` threads took ``seconds``."""
+    def record(self, k: int, seconds: float, batches: int, now: float | None = None) -> None:
+        """Chunk of ``batches`` mini-batches at ``k`` threads took ``seconds``, ending at
+        ``now`` on the caller's clock (when given)."""
         self.chunks[k] += 1
         if not self.warm:
             self.warm = True
@@ -156,6 +185,7 @@ class ThreadTuner:
         # what the probe cost over the count that won, spread to BUDGET of the time
         loss = seconds - batches * self.seconds_per_batch(self.current)
         self.probe_time = self.clock + max(0.0, loss) / BUDGET
+        self.probe_at, self.probe_clock, self.probe_loss = now, self.clock, max(0.0, loss)
 
     def summary(self) -> dict:
         """Chunks run and the current estimate (µs per mini-batch) at each count."""
@@ -207,7 +237,9 @@ def run_chunks(
     first = 0
     try:
         while first < n_batches:
-            k, size, piece = (threads, chunk, chunk) if tuner is None else tuner.plan(chunk)
+            k, size, piece = (
+                (threads, chunk, chunk) if tuner is None else tuner.plan(chunk, clock())
+            )
             end = min(first + size, n_batches)
             numba.set_num_threads(k)
             start = clock()
@@ -219,7 +251,8 @@ def run_chunks(
                 if tuner is not None and tuner.losing(k, clock() - start, last - first):
                     break
             if tuner is not None:
-                tuner.record(k, clock() - start, last - first)
+                now = clock()
+                tuner.record(k, now - start, last - first, now)
             if result is not None:
                 return result
             first = last

@@ -31,7 +31,7 @@ class _Alternating(_threads.ThreadTuner):
         self.i = 0
         self.seen = []
 
-    def plan(self, size):
+    def plan(self, size, now=None):
         self.i += 1
         n = max(1, size // (1 + self.i % 3))
         return self.counts[self.i % 2], n, max(1, n // 2)
@@ -39,7 +39,7 @@ class _Alternating(_threads.ThreadTuner):
     def losing(self, k, seconds, batches):
         return False
 
-    def record(self, k, seconds, batches):
+    def record(self, k, seconds, batches, now=None):
         self.seen.append((k, numba.get_num_threads(), batches))
 
 
@@ -180,9 +180,9 @@ class _Machine:
         ``size`` as the chunk (as ``fit`` makes them): (count, batches) of each chunk."""
         record, ran = tuner.record, []
 
-        def logged(k, seconds, batches):
+        def logged(k, seconds, batches, now=None):
             ran.append((k, batches))
-            record(k, seconds, batches)
+            record(k, seconds, batches, now)
 
         tuner.record = logged
         try:
@@ -281,6 +281,39 @@ def test_one_slow_chunk_is_looked_into_but_does_not_move_the_count():
     # the jump gets a probe of 1 thread, which loses to the better of 2's last two chunks
     assert ran == [(1, 3), (2, 93)]
     assert tuner.current == 2
+
+
+@two_threads
+@pytest.mark.parametrize("pause", [0.0, 500.0])
+def test_a_pause_gets_the_other_count_probed_at_once(pause):
+    """Settled on one thread in a slow mode, then the machine is quiet again: after a
+    pause in training (the other count's timing is stale) the next chunk probes two
+    threads, which win; without a pause nothing is due yet."""
+    slow = {2: 2.0, 1: 1.5}
+    tuner, m = _threads.ThreadTuner(2), _Machine(slow)
+    m.drive(tuner, 20)
+    assert tuner.current == 1
+    tuner.until_probe, tuner.probe_time = 4, tuner.clock + 1e9  # no regular probe due
+    m.cost = QUIET
+    m.t += pause  # wall time outside this tuner's chunks
+    ran = m.drive(tuner, 1)
+    if pause:
+        assert ran[0] == (2, 12) and tuner.current == 2
+    else:
+        assert ran == [(1, 96)] and tuner.current == 1
+
+
+def test_a_pause_shorter_than_the_last_probes_cost_over_budget_waits():
+    tuner = _threads.ThreadTuner(2)
+    tuner.warm = True
+    tuner.times = {2: [1.0], 1: [1.5]}
+    tuner.until_probe, tuner.probe_time = 4, 1e9
+    tuner.probe_at, tuner.probe_clock, tuner.probe_loss = 100.0, 0.0, 10.0  # 1,000 s
+    assert tuner.plan(96, now=100.0 + _threads.STALE_SECONDS)[0] == 2
+    assert tuner.plan(96, now=100.0 + 999.0)[0] == 2
+    assert tuner.plan(96, now=100.0 + 1000.0)[0] == 1
+    tuner.clock = 999.5  # most of that time was training, not a pause
+    assert tuner.plan(96, now=100.0 + 1000.0)[0] == 2
 
 
 def test_a_single_thread_tuner_never_probes():
