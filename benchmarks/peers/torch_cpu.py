@@ -41,12 +41,17 @@ class Peer(PeerBase):
             return False
         return True
 
-    def setup(self, weights, biases, dtype) -> None:
+    def _init_torch(self, dtype) -> None:
+        """torch's thread count and this peer's NumPy and torch dtypes."""
         torch = _torch()
         torch.set_num_threads(NUM_THREADS)
         self.torch = torch
         self.dtype = as_dtype(dtype)
         self.tdtype = torch.float32 if self.dtype == np.float32 else torch.float64
+
+    def setup(self, weights, biases, dtype) -> None:
+        self._init_torch(dtype)
+        torch = self.torch
         self.W = [torch.tensor(np.asarray(w), dtype=self.tdtype).contiguous() for w in weights]
         self.b = [torch.tensor(np.asarray(b).reshape(-1), dtype=self.tdtype) for b in biases]
         # weight-gradient buffers, only for the small layers that are not updated fused
