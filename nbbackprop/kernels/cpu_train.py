@@ -469,7 +469,8 @@ def _train_sgd_body(
         start = i * batch_size
         m = min(batch_size, n - start)
         if ready == 0:
-            cur, a0 = _inputs(X, order, start, m, abuf, slots, early == i, early_slot, 0)
+            cur, a0 = _inputs(X, order, start, m, abuf, slots, early == i, early_slot, 0,
+                              _consecutive(order, start, m))  # fmt: skip
         y = _rows_of(Y, order, start, m, ybuf, 0)
         fuse = False  # this update and the next forward pass in one region
         start_n, m_n, in_place = start + batch_size, 0, True
@@ -508,7 +509,7 @@ def _train_sgd_body(
             # the next mini-batch's inputs: gathered by the last region, read in place,
             # or gathered now into a slot that this one's inputs (read by the update) are not in
             nxt, a_next = _inputs(X, order, start_n, m_n, abuf, slots, early == i + 1,
-                                  early_slot, _free_slot(cur, -1))  # fmt: skip
+                                  early_slot, _free_slot(cur, -1), in_place)  # fmt: skip
             # and the region gathers the one after, when it has three slots and those
             # rows are not consecutive (each thread copies its share)
             early, g_first, gathered = -1, 0, _rows(abuf, 0, 0, n_in)
@@ -542,14 +543,15 @@ def _free_slot(a, b):
 
 
 @njit(cache=True, inline="always")
-def _inputs(X, order, start, m, abuf, slots, early, early_slot, slot):
+def _inputs(X, order, start, m, abuf, slots, early, early_slot, slot, consecutive):
     """The inputs of the mini-batch at ``start`` and their slot: where a region already
     gathered them (``early``), else a view of ``X`` (slot -1) when the rows are
-    consecutive, else gathered now into ``slot``."""
+    ``consecutive`` (:func:`_consecutive`, which the caller has), else gathered now
+    into ``slot``."""
     if early:
         return early_slot, _rows(abuf, slots[early_slot], m, X.shape[1])
-    if _consecutive(order, start, m):
-        return -1, _rows_of(X, order, start, m, abuf, 0)  # a view
+    if consecutive:
+        return -1, X[order[start] : order[start] + m]
     out = _rows(abuf, slots[slot], m, X.shape[1])
     t.gather_rows(X, order, start, out, 0, m)
     return slot, out
