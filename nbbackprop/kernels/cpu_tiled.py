@@ -686,15 +686,25 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, o
     parts = _threads()
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
-        p = np.int64(part)
-        if gathered.shape[0] > 0:
-            i_lo, i_hi = _share(gathered.shape[0], parts, p)
-            gather_rows(X, rows, first, gathered, i_lo, i_hi)
-        if W_up.shape[0] > 0:
-            _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, parts)
-        if update:
-            _weight_grads_part(delta, a_prev, W, W, b, step, keep, p, parts)
-        _weighted_sums_part(W, b, a_next, z_next, out_next, act, p, parts)
+        update_forward_part(W, b, delta, a_prev, step, keep, a_next, z_next, out_next, act,
+                            update, W_up, delta_up, a, X, rows, first, gathered,
+                            np.int64(part), parts)  # fmt: skip
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def update_forward_part(W, b, delta, a_prev, step, keep, a_next, z_next, out_next, act,
+                        update, W_up, delta_up, a, X, rows, first, gathered, p, parts):  # fmt: skip
+    """Part ``p`` of ``parts`` of :func:`update_forward_tiled` (``step`` = η/m and
+    ``keep`` = 1 − ηλ/n in ``W``'s dtype): one thread's work, also run by the parts of
+    a region that stays up over many mini-batches (:mod:`~nbbackprop.kernels.cpu_train`)."""
+    if gathered.shape[0] > 0:
+        i_lo, i_hi = _share(gathered.shape[0], parts, p)
+        gather_rows(X, rows, first, gathered, i_lo, i_hi)
+    if W_up.shape[0] > 0:
+        _hidden_delta_update_part(W_up, delta_up, a, delta, act, step, keep, p, parts)
+    if update:
+        _weight_grads_part(delta, a_prev, W, W, b, step, keep, p, parts)
+    _weighted_sums_part(W, b, a_next, z_next, out_next, act, p, parts)
 
 
 @njit(cache=True, error_model=ERROR_MODEL)

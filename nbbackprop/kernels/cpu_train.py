@@ -48,12 +48,27 @@ rather than inlined (Numba IR) at every use. The views of the buffers (``as_rows
 skip ``reshape``'s checks.
 W1's first epoch compiled in ~40 s cold before this structure, ~17 s with it
 (2-core reference machine, ``python -m benchmarks.startup``).
+
+Plain SGD in the ``tiled_small`` family runs without a parallel region at all: its loop
+(:func:`_sgd_loop_body`, compiled with ``nogil``) runs as one part per thread, part 0 on
+the calling thread and the others on a small pool of Python threads
+(:func:`_run_parts`), and the parts meet at barriers (:mod:`~nbbackprop.kernels.sync`)
+between the stages of each mini-batch: ~0.06 µs each, where a ``prange`` region's fork
+and join cost ~0.8 µs twice per W1 mini-batch. Part 0 runs the serial stages (the output
+layer's forward pass, BP1, the bookkeeping), every part its share of layer 0's. The
+loop is compiled once, at the top: inside a ``prange`` (tried first) its gufunc and
+the gufunc's two wrappers each re-optimised all of it, 2.5 s more of W1's cold start,
+where the threads version takes 2.5 s less than the fork/join driver did.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit
@@ -63,6 +78,7 @@ from numba.extending import intrinsic
 
 from . import cpu as k
 from . import cpu_tiled as t
+from . import sync
 
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 #: Kernel variants of a layer (``par[l]``), as chosen by :mod:`nbbackprop.orchestration`.
@@ -85,7 +101,7 @@ def _rows(buf, start, m, n):
     return t.as_rows(buf, start, m, n)
 
 
-def _specialise(body, name, inline="never", **bindings):
+def _specialise(body, name, inline="never", nogil=False, **bindings):
     """Compile a copy of ``body`` named ``name`` whose globals include ``bindings``.
 
     The parts of a driver are inlined into it (``inline="always"``, at Numba's IR
@@ -97,6 +113,8 @@ def _specialise(body, name, inline="never", **bindings):
     fn = types.FunctionType(body.__code__, namespace, name, body.__defaults__, body.__closure__)
     fn.__qualname__ = name
     fn.__doc__ = body.__doc__
+    if nogil:
+        return njit(cache=True, nogil=True)(fn)
     return njit(cache=True, inline=inline)(fn)
 
 
@@ -428,27 +446,135 @@ def _train_sgd_body(
     X, Y, order, batch_size, first, last,
     abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
 ):  # fmt: skip
-    """:func:`_train_body` for plain SGD with the gradients folded into the update.
+    """:func:`_train_body` for plain SGD with the gradients folded into the update: the
+    loop of :func:`_sgd_loop_body` as the only part, its parallel kernels forking and
+    joining the pool as they go."""
+    return LOOP(  # noqa: F821
+        np.int64(0), np.int64(1), sync.counters(), params, grads, state, sizes, acts, cost,
+        w_off, b_off, a_off, z_off, X, Y, order, batch_size, first, last, abuf, zbuf, dbuf,
+        ybuf, costs, batch_costs, opt, hyper, step, par,
+    )  # fmt: skip
 
-    Layer 0's update and the next mini-batch's layer-0 forward pass share one parallel
-    region (:func:`~nbbackprop.kernels.cpu_tiled.sgd_update_forward_tiled`) when both
-    split ``W^0`` by rows: one fork/join per mini-batch fewer (W1: 5,000 per epoch),
-    the same arithmetic. When BP2 into layer 0 takes the outer tiles, it and layer 1's
-    weight step join that region too, each thread doing its own neurons' columns
-    (layer 1's bias step stays serial): nothing of layer 1 but BP1 and its forward pass
-    is left on one thread. The next mini-batch is read in place when its rows are
-    consecutive, else gathered first into an input slot of ``abuf`` (after the last
-    layer's activations) other than this one's, whose inputs the update reads. With a
-    third slot, the region also gathers the mini-batch after next when its rows are
-    not consecutive (a shuffled epoch), each thread its share of the rows: copying 10
-    random rows of 784 costs one core ~4 µs (its memory queue, not the bandwidth, is
-    the limit), which two cores halve.
+
+@njit(cache=True, inline="always")
+def _skews(sizes, acts, par):
+    """Whether layer 0's update and the next mini-batch's layer-0 forward pass may share
+    a parallel region: layer 0 tiled on every thread, not softmax, a layer above it."""
+    return sizes.shape[0] >= 3 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
+
+
+# How the loop does layer 0's work: as the parts of one region (``_region_*``: each
+# part its share, between barriers), or on this thread by parallel kernels that fork
+# and join the pool (``_forks_*``). Bound by _family as LAYER0_FORWARD, LAYER0_SGD,
+# FUSED and THREADS.
+@njit(cache=True, inline="always")
+def _region_layer0_forward(shared, W, b, a_prev, z, a, act, par, p, parts):
+    sync.barrier(shared, parts)  # the inputs that part 0 gathered
+    t._weighted_sums_part(W, b, a_prev, z, a, act, p, parts)
+    sync.barrier(shared, parts)
+    if p == 0:
+        t._softmax_after_split(W, a_prev, z, a, act, parts)
+
+
+@njit(cache=True, inline="always")
+def _forks_layer0_forward(shared, W, b, a_prev, z, a, act, par, p, parts):
+    _tiled_forward(W, b, a_prev, z, a, act, par[0] % 2)
+
+
+@njit(cache=True, inline="always")
+def _region_layer0_sgd(W, b, delta, a_prev, eta, inv_m, l2, par, p, parts):
+    step, keep = W.dtype.type(eta * inv_m), W.dtype.type(1.0 - eta * l2)
+    t._weight_grads_part(delta, a_prev, W, W, b, step, keep, p, parts)
+
+
+@njit(cache=True, inline="always")
+def _forks_layer0_sgd(W, b, delta, a_prev, eta, inv_m, l2, par, p, parts):
+    _tiled_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, par[0] % 2)
+
+
+@njit(cache=True, inline="always")
+def _region_fused(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next, act, W_up,
+                  delta_up, a, X, rows, first, gathered, p, parts):  # fmt: skip
+    step, keep = W.dtype.type(eta * inv_m), W.dtype.type(1.0 - eta * l2)
+    t.update_forward_part(W, b, delta, a_prev, step, keep, a_next, z_next, out_next, act,
+                          np.bool_(True), W_up, delta_up, a, X, rows, first, gathered, p,
+                          parts)  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _forks_fused(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next, act, W_up,
+                 delta_up, a, X, rows, first, gathered, p, parts):  # fmt: skip
+    t.sgd_update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next,
+                               act, W_up, delta_up, a, X, rows, first, gathered)  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _region_threads(parts):
+    return parts
+
+
+@njit(cache=True, inline="always")
+def _forks_threads(parts):
+    return t._threads()
+
+
+@njit(cache=True, inline="always")
+def _serial_forward(W, b, a_prev, z, a, act, parallel):
+    """A layer above layer 0 inside the region: always on this thread (``tiled_small``
+    plans every such layer serial; a parallel kernel here would nest regions)."""
+    t.weighted_sums_tiled_serial(W, b, a_prev, z, a, act)
+
+
+@njit(cache=True, inline="always")
+def _serial_sgd_layer(W, b, delta, a_prev, eta, inv_m, l2, parallel):
+    """As :func:`_serial_forward`, for the fused SGD step of a layer above layer 1."""
+    t.sgd_layer_update_tiled_serial(W, b, delta, a_prev, eta, inv_m, l2)
+
+
+def _sgd_loop_body(
+    p, parts, shared, params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
+    X, Y, order, batch_size, first, last,
+    abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
+):  # fmt: skip
+    """The mini-batches ``first .. last-1`` of plain SGD, as part ``p`` of ``parts``;
+    returns how many were completed.
+
+    With one part, this thread runs them all and the parallel kernels split layer 0's
+    work, each a fork and join of the pool. Layer 0's update and the next mini-batch's
+    layer-0 forward pass then share one parallel region
+    (:func:`~nbbackprop.kernels.cpu_tiled.sgd_update_forward_tiled`) when both split
+    ``W^0`` by rows: one fork/join per mini-batch fewer (W1: 5,000 per epoch), the same
+    arithmetic. When BP2 into layer 0 takes the outer tiles, it and layer 1's weight step
+    join that region too, each thread doing its own neurons' columns (layer 1's bias step
+    stays serial): nothing of layer 1 but BP1 and its forward pass is left on one thread.
+
+    With more parts (:func:`_run_parts`: one per thread, the ``tiled_small`` family,
+    whose layers above layer 0 all run on one thread), part 0 does that serial work,
+    each part its share of that region's work
+    (:func:`~nbbackprop.kernels.cpu_tiled.update_forward_part`; of layer 0's forward
+    pass or update alone when they do not share one), and they meet at a barrier after
+    each: two barriers per mini-batch instead of two forks and joins (W1: ~0.06 µs each
+    against ~0.8). Every part walks the same bookkeeping (the slots and views below are
+    the same in each); part 0 alone gathers rows and writes the cost, which the others
+    read after the barrier, so that all stop at the same mini-batch. A part that finds
+    the region called off at :func:`~nbbackprop.kernels.sync.start` returns -1 at once;
+    the one that called it off does the work as the only part. Part 0 (or the part
+    alone) returns the count, the others -1.
+
+    The next mini-batch is read in place when its rows are consecutive, else gathered
+    first into an input slot of ``abuf`` (after the last layer's activations) other than
+    this one's, whose inputs the update reads. With a third slot, the region also
+    gathers the mini-batch after next when its rows are not consecutive (a shuffled
+    epoch), each thread its share of the rows: copying 10 random rows of 784 costs one
+    core ~4 µs (its memory queue, not the bandwidth, is the limit), which two cores
+    halve.
     """
     # the loop takes views of these without reference counting (see t.borrowed)
     (params, grads, state, sizes, acts, w_off, b_off, a_off, z_off, X, Y, order, abuf, zbuf,
      dbuf, ybuf, costs, batch_costs, hyper, step, par) = _unowned(
         params, grads, state, sizes, acts, w_off, b_off, a_off, z_off, X, Y, order, abuf, zbuf,
         dbuf, ybuf, costs, batch_costs, hyper, step, par)  # fmt: skip
+    lead = p == 0
     n = order.shape[0]
     L = sizes.shape[0] - 1
     cap = min(batch_size, n)
@@ -456,7 +582,7 @@ def _train_sgd_body(
     l2 = hyper[L2]
     n_in = sizes[0]
     W0, b0 = _weights(params, sizes, w_off, b_off, 0)
-    skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
+    skew = _skews(sizes, acts, par)
     # where gathered inputs go: layer 0's slot, then up to two after the last layer's
     base = cap * (a_off[L] + sizes[L])
     slots = (0, base, base + cap * n_in)
@@ -465,72 +591,93 @@ def _train_sgd_body(
     early, early_slot = -1, -1  # a mini-batch whose inputs a region gathered, and where
     ready = 0  # 1 when this mini-batch's inputs and layer-0 forward pass are ready
     a0 = _rows(abuf, 0, 0, n_in)
+    meet = sync.start(shared, parts)
+    if meet == sync.CALLED_OFF_ELSEWHERE:
+        return -1
+    if meet == sync.ALONE:  # no other part came: this one does all the work
+        p, parts, lead = np.int64(0), np.int64(1), True
     for i in range(first, last):
         start = i * batch_size
         m = min(batch_size, n - start)
         if ready == 0:
             cur, a0 = _inputs(X, order, start, m, abuf, slots, early == i, early_slot, 0,
-                              _consecutive(order, start, m))  # fmt: skip
-        y = _rows_of(Y, order, start, m, ybuf, 0)
+                              _consecutive(order, start, m), lead)  # fmt: skip
+            LAYER0_FORWARD(  # noqa: F821
+                shared, W0, b0, a0, _rows(zbuf, cap * z_off[0], m, sizes[1]),
+                _rows(abuf, cap * a_off[1], m, sizes[1]), acts[0], par, p, parts,
+            )  # fmt: skip
         fuse = False  # this update and the next forward pass in one region
         start_n, m_n, in_place = start + batch_size, 0, True
         if skew and i + 1 < last:
             m_n = min(batch_size, n - start_n)
             in_place = _consecutive(order, start_n, m_n)
-            fuse = (in_place or early == i + 1 or n_slots >= 2) and t.forward_splits_by_neurons(
-                W0, m_n
+            fuse = (in_place or early == i + 1 or n_slots >= 2) and t._forward_by_cols(
+                W0,
+                m_n,
+                THREADS(parts),  # noqa: F821
             )
         ahead = 2 if fuse else 1  # a fused region reads the next batch in this step
-        if i + ahead < last:
-            _prefetch_batch(X, order, start + ahead * batch_size, batch_size)
-        FORWARD_PASS(  # noqa: F821
-            params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, ready
-        )
         # layer 1's BP2 and step in that region too, when BP2 takes the outer tiles
         lift = fuse and min(m, sizes[1], sizes[2]) < t.BP2_DOT_MIN
-        total = BACKWARD_SGD(  # noqa: F821
-            params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y, costs,
-            cap, m, par, eta, l2, 2 if lift else 1,
-        )  # fmt: skip
-        mean_cost = total / m
-        batch_costs[i] = mean_cost
-        if not np.isfinite(mean_cost):
-            return i - first
-        delta0 = _rows(dbuf, cap * z_off[0], m, sizes[1])
         inv_m = 1.0 / m
-        ready = 0
+        if i + ahead < last and p == parts - 1:
+            _prefetch_batch(X, order, start + ahead * batch_size, batch_size)
+        if lead:
+            y = _rows_of(Y, order, start, m, ybuf, 0)
+            FORWARD_PASS(  # noqa: F821
+                params, sizes, acts, w_off, b_off, a_off, z_off, a0, abuf, zbuf, cap, m, par, 1
+            )
+            total = BACKWARD_SGD(  # noqa: F821
+                params, grads, sizes, acts, cost, w_off, b_off, a_off, z_off, abuf, dbuf, y,
+                costs, cap, m, par, eta, l2, 2 if lift else 1,
+            )  # fmt: skip
+            batch_costs[i] = total / m
+            if lift and np.isfinite(batch_costs[i]):
+                W1, b1 = _weights(params, sizes, w_off, b_off, 1)
+                t.bias_step(b1, _rows(dbuf, cap * z_off[1], m, sizes[2]), eta, inv_m)
+        delta0 = _rows(dbuf, cap * z_off[0], m, sizes[1])
+        W_up, delta_up, a_hidden = W0[:0], delta0[:0], delta0[:0]
+        nxt, a_next = cur, a0
+        g_first, gathered = 0, _rows(abuf, 0, 0, n_in)
         if fuse:
-            W_up, delta_up, a_hidden = W0[:0], delta0[:0], delta0[:0]
             if lift:
-                W_up, b_up = _weights(params, sizes, w_off, b_off, 1)
+                W_up, _ = _weights(params, sizes, w_off, b_off, 1)
                 delta_up = _rows(dbuf, cap * z_off[1], m, sizes[2])
                 a_hidden = _rows(abuf, cap * a_off[1], m, sizes[1])
-                t.bias_step(b_up, delta_up, eta, inv_m)
             # the next mini-batch's inputs: gathered by the last region, read in place,
             # or gathered now into a slot that this one's inputs (read by the update) are not in
             nxt, a_next = _inputs(X, order, start_n, m_n, abuf, slots, early == i + 1,
-                                  early_slot, _free_slot(cur, -1), in_place)  # fmt: skip
+                                  early_slot, _free_slot(cur, -1), in_place, lead)  # fmt: skip
             # and the region gathers the one after, when it has three slots and those
             # rows are not consecutive (each thread copies its share)
-            early, g_first, gathered = -1, 0, _rows(abuf, 0, 0, n_in)
+            early = -1
             if n_slots == 3 and i + 2 < last:
                 g_first = start_n + batch_size
                 m_g = min(batch_size, n - g_first)
                 if not _consecutive(order, g_first, m_g):
                     early, early_slot = i + 2, _free_slot(cur, nxt)
                     gathered = _rows(abuf, slots[early_slot], m_g, n_in)
-            t.sgd_update_forward_tiled(
+        # part 0's work is done: the cost, the next inputs, layer 1's biases
+        sync.barrier(shared, parts)
+        if not np.isfinite(batch_costs[i]):
+            return i - first if lead else -1
+        if fuse:
+            FUSED(  # noqa: F821
                 W0, b0, delta0, a0, eta, inv_m, l2, a_next,
                 _rows(zbuf, cap * z_off[0], m_n, sizes[1]),
                 _rows(abuf, cap * a_off[1], m_n, sizes[1]), acts[0], W_up, delta_up, a_hidden,
-                X, order, g_first, gathered,
+                X, order, g_first, gathered, p, parts,
             )  # fmt: skip
             cur, a0 = nxt, a_next
             ready = 1
-        if ready == 0:
-            SGD_LAYER(W0, b0, delta0, a0, eta, inv_m, l2, par[0] % 2)  # noqa: F821
-        step[0] += 1
-    return last - first
+        else:
+            LAYER0_SGD(W0, b0, delta0, a0, eta, inv_m, l2, par, p, parts)  # noqa: F821
+            ready = 0
+        if lead:
+            step[0] += 1
+        # layer 0 updated, the next inputs gathered and fed forward
+        sync.barrier(shared, parts)
+    return last - first if lead else -1
 
 
 @njit(cache=True, inline="always")
@@ -543,17 +690,18 @@ def _free_slot(a, b):
 
 
 @njit(cache=True, inline="always")
-def _inputs(X, order, start, m, abuf, slots, early, early_slot, slot, consecutive):
+def _inputs(X, order, start, m, abuf, slots, early, early_slot, slot, consecutive, copy):
     """The inputs of the mini-batch at ``start`` and their slot: where a region already
     gathered them (``early``), else a view of ``X`` (slot -1) when the rows are
     ``consecutive`` (:func:`_consecutive`, which the caller has), else gathered now
-    into ``slot``."""
+    into ``slot`` (when ``copy``: the other parts of a region take the slot's view)."""
     if early:
         return early_slot, _rows(abuf, slots[early_slot], m, X.shape[1])
     if consecutive:
         return -1, X[order[start] : order[start] + m]
     out = _rows(abuf, slots[slot], m, X.shape[1])
-    t.gather_rows(X, order, start, out, 0, m)
+    if copy:
+        t.gather_rows(X, order, start, out, 0, m)
     return slot, out
 
 
@@ -586,7 +734,7 @@ def _batch_gradients_body(
     )  # fmt: skip
 
 
-def _family(name, **kernels):
+def _family(name, region=False, **kernels):
     part = {"inline": "always"}
     fwd = _specialise(_forward_body, f"_forward_{name}", **part, **kernels)
     bwd = _specialise(_backward_body, f"_backward_{name}", **part, **kernels)
@@ -602,11 +750,24 @@ def _family(name, **kernels):
         ),
     }
     if "SGD_LAYER" in kernels:
-        bwd_sgd = _specialise(_backward_sgd_body, f"_backward_sgd_{name}", **part, **kernels)
-        out["train_sgd"] = _specialise(
-            _train_sgd_body, f"_train_sgd_{name}", FORWARD_PASS=fwd, BACKWARD_SGD=bwd_sgd,
-            SGD_LAYER=kernels["SGD_LAYER"],
-        )  # fmt: skip
+        if region:
+            # the layers above layer 0 on the thread of part 0, layer 0 by the parts
+            serial = dict(kernels, FORWARD=_serial_forward, SGD_LAYER=_serial_sgd_layer)
+            loop_fwd = _specialise(_forward_body, f"_forward_serial_{name}", **part, **serial)
+            layer0 = dict(LAYER0_FORWARD=_region_layer0_forward, LAYER0_SGD=_region_layer0_sgd,
+                          FUSED=_region_fused, THREADS=_region_threads)  # fmt: skip
+            bwd_kernels = serial
+        else:
+            loop_fwd, bwd_kernels = fwd, kernels
+            layer0 = dict(LAYER0_FORWARD=_forks_layer0_forward, LAYER0_SGD=_forks_layer0_sgd,
+                          FUSED=_forks_fused, THREADS=_forks_threads)  # fmt: skip
+        bwd_sgd = _specialise(_backward_sgd_body, f"_backward_sgd_{name}", **part, **bwd_kernels)
+        loop = _specialise(_sgd_loop_body, f"_sgd_loop_{name}", nogil=region,
+                           FORWARD_PASS=loop_fwd, BACKWARD_SGD=bwd_sgd, **layer0)  # fmt: skip
+        if region:
+            out["sgd_loop"] = loop
+        else:
+            out["train_sgd"] = _specialise(_train_sgd_body, f"_train_sgd_{name}", LOOP=loop)
     return out
 
 
@@ -631,6 +792,7 @@ _TILED = _family(
 # path, a third of W1's cold compilation. forward_rows has no BP2 and stays in _TILED.
 _TILED_SMALL = _family(
     "tiled_small",
+    region=True,
     FORWARD=_tiled_forward,
     OUTPUT_ERROR=_tiled_output_error,
     HIDDEN_DELTA=_small_hidden_delta,
@@ -672,12 +834,67 @@ def train_batches(
     """
     family = _family_of(par, sizes, min(batch_size, order.shape[0]))
     L = sizes.shape[0] - 1
-    fused = opt == SGD and par[L + 1] != 0 and "train_sgd" in family
-    return family["train_sgd" if fused else "train"](
+    args = (
         params, grads, state, sizes, acts, cost, w_off, b_off, a_off, z_off,
         X, Y, order, batch_size, first, last,
         abuf, zbuf, dbuf, ybuf, costs, batch_costs, opt, hyper, step, par,
     )  # fmt: skip
+    if opt == SGD and par[L + 1] != 0:
+        if "sgd_loop" in family:
+            parts = numba.get_num_threads() if par[0] == TILED_PARALLEL else 1
+            return _run_parts(family["sgd_loop"], parts, args)
+        if "train_sgd" in family:
+            return family["train_sgd"](*args)
+    return family["train"](*args)
+
+
+_POOL: list = [None, 0]  # the executor and its number of threads
+_POOL_LOCK = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # a forked child has none of the parent's threads: a new pool on first use
+    _POOL[:] = [None, 0]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads for the parts after the first (this thread runs part 0): kept between
+    calls, grown when more parts are asked for."""
+    with _POOL_LOCK:
+        if _POOL[1] < workers:
+            if _POOL[0] is not None:
+                _POOL[0].shutdown(wait=False)
+            _POOL[:] = [ThreadPoolExecutor(workers, thread_name_prefix="nbbackprop"), workers]
+        return _POOL[0]
+
+
+def _run_parts(loop, parts: int, args, shared=None) -> int:
+    """Run ``loop`` (a compiled :func:`_sgd_loop_body`, which releases the GIL) as
+    ``parts`` parts at once: part 0 on this thread, the others on threads of
+    :func:`_pool`. The parts meet at the barriers of :mod:`~nbbackprop.kernels.sync`
+    between the stages of each mini-batch, so no parallel region forks and joins per
+    mini-batch, and the loop is compiled once, not again at every level of a Numba
+    ``prange`` region (its gufunc and two wrappers each re-optimise everything linked
+    into them: W1's cold start took ~2.5 s longer that way). A part that has not started
+    when part 0 gives up waiting (:func:`~nbbackprop.kernels.sync.start`) leaves part 0
+    to do all the work alone. ``shared``: the parts' counters (a fresh zeroed
+    ``sync.SYNC_SIZE`` array; made here by default)."""
+    if shared is None:
+        shared = np.zeros(sync.SYNC_SIZE, np.int64)
+    if parts == 1:
+        return loop(np.int64(0), np.int64(1), shared, *args)
+    others = [
+        _pool(parts - 1).submit(loop, np.int64(p), np.int64(parts), shared, *args)
+        for p in range(1, parts)
+    ]
+    counts = [loop(np.int64(0), np.int64(parts), shared, *args)]
+    # a part still queued (the pool busy elsewhere) was left out: part 0 did its work
+    counts += [f.result() for f in others if not f.cancel()]
+    return max(counts)  # the part that led returns the count, the others -1
 
 
 def forward_rows(params, sizes, acts, w_off, b_off, a_off, z_off, X, out, abuf, zbuf, cap, par):
