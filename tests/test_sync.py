@@ -68,7 +68,7 @@ def test_barrier_holds_every_part_until_all_arrive():
 
 
 # ----------------------------------------------------------- the SGD driver's region
-def _train(driver, sizes, dtype, m, order, X, Y, eta, slots, alone=False):
+def _train(driver, sizes, dtype, m, order, X, Y, eta, slots, alone=False, parts=0):
     """One run of a plain-SGD driver over ``order``: ``"parts"`` runs the loop of the
     small family as one part per Numba thread (barriers), ``"forks"`` the full tiled
     family's driver (a fork and join of the pool per parallel kernel); returns the
@@ -90,7 +90,7 @@ def _train(driver, sizes, dtype, m, order, X, Y, eta, slots, alone=False):
     )  # fmt: skip
     if driver == "parts":
         loop = cpu_train._TILED_SMALL["sgd_loop"]
-        parts = numba.get_num_threads()
+        parts = parts or numba.get_num_threads()
         shared = np.zeros(sync.SYNC_SIZE, np.int64)
         done = cpu_train._run_parts(loop, parts, args, shared)
         if alone:  # part 0 waited, called the others off and did all the work
@@ -102,6 +102,16 @@ def _train(driver, sizes, dtype, m, order, X, Y, eta, slots, alone=False):
     else:
         done = cpu_train._TILED["train_sgd"](*args)
     return net.params.copy(), costs, done, int(net.step[0])
+
+
+def _train_together(*args, parts=0):
+    """:func:`_train` by parts that all start together; a run in which a pool thread was
+    late to start (part 0 waits ~10 ms, then does the work alone: correct, but not
+    what is tested here) is run once more."""
+    try:
+        return _train("parts", *args, parts=parts)
+    except AssertionError:
+        return _train("parts", *args, parts=parts)
 
 
 REGION_CASES = [
@@ -128,7 +138,7 @@ def test_parts_driver_trains_the_bits_of_the_fork_join_driver(sizes, dtype, m, s
     par = net.plan(m).flags
     assert cpu_train._family_of(par, net._sizes, m) is cpu_train._TILED_SMALL
     assert par[0] == cpu_train.TILED_PARALLEL  # layer 0 split between the parts
-    region = _train("parts", sizes, dtype, m, order, X, Y, 0.5, slots)
+    region = _train_together(sizes, dtype, m, order, X, Y, 0.5, slots)
     forks = _train("forks", sizes, dtype, m, order, X, Y, 0.5, slots)
     np.testing.assert_array_equal(region[0], forks[0])
     np.testing.assert_array_equal(region[1], forks[1])
@@ -137,16 +147,19 @@ def test_parts_driver_trains_the_bits_of_the_fork_join_driver(sizes, dtype, m, s
 
 
 @TWO
-def test_parts_driver_stops_every_part_at_a_diverged_mini_batch():
+@pytest.mark.parametrize("shuffle,slots", [(False, 3), (True, 1)])
+def test_parts_driver_stops_every_part_at_a_diverged_mini_batch(shuffle, slots):
+    # in place with 3 slots every step is fused; shuffled with 1 slot none is (the
+    # layer-0 forward pass then runs at the start of each step, between two barriers)
     sizes, dtype, m = [784, 30, 10], "float64", 10
     rng = np.random.default_rng(1)
     n = 200
     X = rng.random((n, sizes[0]))
-    X[63] = np.nan  # mini-batch 6's cost is not finite
+    order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+    X[order[63]] = np.nan  # mini-batch 6's cost is not finite
     Y = np.eye(10)[rng.integers(0, 10, n)]
-    order = np.arange(n, dtype=np.int64)
-    region = _train("parts", sizes, dtype, m, order, X, Y, 0.5, 3)
-    forks = _train("forks", sizes, dtype, m, order, X, Y, 0.5, 3)
+    region = _train_together(sizes, dtype, m, order, X, Y, 0.5, slots)
+    forks = _train("forks", sizes, dtype, m, order, X, Y, 0.5, slots)
     assert region[2] == forks[2] == 6  # six mini-batches done, the seventh not applied
     assert region[3] == forks[3] == 6
     assert np.isfinite(region[0]).all()
@@ -178,3 +191,65 @@ def test_parts_driver_does_the_work_alone_when_no_thread_comes(monkeypatch):
     np.testing.assert_array_equal(alone[0], forks[0])
     np.testing.assert_array_equal(alone[1], forks[1])
     assert alone[2] == forks[2] == 10
+
+
+@TWO
+def test_more_parts_than_threads_train_the_same_bits():
+    # three parts on two cores (the barriers' waits yield the CPU): uneven shares
+    sizes, dtype, m = [784, 30, 10], "float64", 10
+    rng = np.random.default_rng(3)
+    n = 95
+    X = rng.random((n, sizes[0]))
+    Y = np.eye(10)[rng.integers(0, 10, n)]
+    order = rng.permutation(n).astype(np.int64)
+    three = _train_together(sizes, dtype, m, order, X, Y, 0.5, 3, parts=3)
+    forks = _train("forks", sizes, dtype, m, order, X, Y, 0.5, 3)
+    np.testing.assert_array_equal(three[0], forks[0])
+    np.testing.assert_array_equal(three[1], forks[1])
+
+
+@TWO
+def test_an_interrupted_caller_leaves_no_part_training():
+    # part 0 is interrupted before it starts (Ctrl-C while it waits to compile): the
+    # region is called off and the pool's part returns without training (or, had it
+    # already given part 0 up, it trains alone to the end); either way it has returned
+    # before the interrupt reaches the caller, so nothing trains afterwards
+    sizes, m, n = [784, 30, 10], 10, 60
+    rng = np.random.default_rng(4)
+    X = rng.random((n, sizes[0]))
+    Y = np.eye(10)[rng.integers(0, 10, n)]
+    net = nb.Network(sizes, seed=5)
+    ws = net._workspace(m)
+    before = net.params.copy()
+    args = (
+        net.params, ws.grads, net.opt_state, net._sizes, net._acts, fn.COSTS[net.cost_name],
+        net._w_off, net._b_off, net._a_off, net._z_off, X, Y, np.arange(n, dtype=np.int64),
+        m, 0, n // m, ws.abuf, ws.zbuf, ws.dbuf, ws.ybuf, ws.costs, np.zeros(n // m),
+        nb.network.OPTIMIZERS["sgd"], np.array([0.5, 0, 0, 0, 0, 0.0]), net.step,
+        net.plan(m).flags,
+    )  # fmt: skip
+    loop = cpu_train._TILED_SMALL["sgd_loop"]
+    started = threading.Event()
+    returned = []
+
+    def interrupted_part0(p, *rest):
+        if p == 0:
+            started.wait(5)  # the pool's part is on its way to the start line
+            raise KeyboardInterrupt
+        started.set()
+        returned.append(loop(p, *rest))
+        return returned[-1]
+
+    shared = np.zeros(sync.SYNC_SIZE, np.int64)
+    with pytest.raises(KeyboardInterrupt):
+        cpu_train._run_parts(interrupted_part0, 2, args, shared)
+    assert shared[sync.START] >= sync.CALLED_OFF
+    assert len(returned) == 1  # the pool's part had ended when the interrupt came out
+    step, params = int(net.step[0]), net.params.copy()
+    time.sleep(0.05)
+    np.testing.assert_array_equal(net.params, params)  # and nothing trains since
+    if returned == [-1]:  # called off at the start line: it did nothing
+        np.testing.assert_array_equal(params, before)
+        assert step == 0
+    else:  # it had called part 0 off first and trained alone, to the end
+        assert returned == [n // m] and step == n // m

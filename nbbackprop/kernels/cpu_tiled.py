@@ -615,6 +615,14 @@ def _weight_grads_tiled(delta, a_prev, nabla_w):
         )
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def step_keep(W, eta, inv_m, l2):
+    """η/m and 1 − ηλ/n in ``W``'s dtype: one compiled copy for every caller, so that
+    the rounding (fastmath may fuse ``1 - η·λ/n`` into one FMA) is the same in the
+    parallel kernels and in the SGD loop's parts."""
+    return W.dtype.type(eta * inv_m), W.dtype.type(1.0 - eta * l2)
+
+
 def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2):
     r"""BP3, BP4 and the gradient-descent step of one layer, fused and tiled.
 
@@ -648,8 +656,7 @@ def _sgd_layer_update_tiled(W, b, delta, a_prev, eta, inv_m, l2):
     mini-batch against the axpy tiles). Run it after BP2 has used this layer's weights.
     Each thread owns the rows it owns in :func:`weighted_sums_tiled`.
     """
-    step = W.dtype.type(eta * inv_m)
-    keep = W.dtype.type(1.0 - eta * l2)
+    step, keep = step_keep(W, eta, inv_m, l2)
     parts = _threads()
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64
@@ -681,8 +688,7 @@ def _update_forward_tiled(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, o
     for both (~1.4 s of a cold start). With a 0-row next mini-batch it is
     :func:`sgd_layer_update_tiled`, whatever the split.
     """
-    step = W.dtype.type(eta * inv_m)
-    keep = W.dtype.type(1.0 - eta * l2)
+    step, keep = step_keep(W, eta, inv_m, l2)
     parts = _threads()
     for part in prange(parts):
         # a prange index may be unsigned: int64 * uint64 is float64

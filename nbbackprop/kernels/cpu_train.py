@@ -483,7 +483,7 @@ def _forks_layer0_forward(shared, W, b, a_prev, z, a, act, par, p, parts):
 
 @njit(cache=True, inline="always")
 def _region_layer0_sgd(W, b, delta, a_prev, eta, inv_m, l2, par, p, parts):
-    step, keep = W.dtype.type(eta * inv_m), W.dtype.type(1.0 - eta * l2)
+    step, keep = t.step_keep(W, eta, inv_m, l2)
     t._weight_grads_part(delta, a_prev, W, W, b, step, keep, p, parts)
 
 
@@ -495,7 +495,7 @@ def _forks_layer0_sgd(W, b, delta, a_prev, eta, inv_m, l2, par, p, parts):
 @njit(cache=True, inline="always")
 def _region_fused(W, b, delta, a_prev, eta, inv_m, l2, a_next, z_next, out_next, act, W_up,
                   delta_up, a, X, rows, first, gathered, p, parts):  # fmt: skip
-    step, keep = W.dtype.type(eta * inv_m), W.dtype.type(1.0 - eta * l2)
+    step, keep = t.step_keep(W, eta, inv_m, l2)
     t.update_forward_part(W, b, delta, a_prev, step, keep, a_next, z_next, out_next, act,
                           np.bool_(True), W_up, delta_up, a, X, rows, first, gathered, p,
                           parts)  # fmt: skip
@@ -848,13 +848,12 @@ def train_batches(
     return family["train"](*args)
 
 
-_POOL: list = [None, 0]  # the executor and its number of threads
-_POOL_LOCK = threading.Lock()
+_POOL: list = [None, 0, threading.Lock()]  # the executor, its threads, a lock
 
 
 def _forget_pool() -> None:
-    # a forked child has none of the parent's threads: a new pool on first use
-    _POOL[:] = [None, 0]
+    # a forked child has none of the parent's threads (nor a usable lock held by one)
+    _POOL[:] = [None, 0, threading.Lock()]
 
 
 if hasattr(os, "register_at_fork"):
@@ -863,12 +862,12 @@ if hasattr(os, "register_at_fork"):
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     """Threads for the parts after the first (this thread runs part 0): kept between
-    calls, grown when more parts are asked for."""
-    with _POOL_LOCK:
+    calls; a larger pool replaces it when more parts are asked for (the old one is not
+    shut down: another thread may still be submitting to it; its idle threads end
+    when it is collected)."""
+    with _POOL[2]:
         if _POOL[1] < workers:
-            if _POOL[0] is not None:
-                _POOL[0].shutdown(wait=False)
-            _POOL[:] = [ThreadPoolExecutor(workers, thread_name_prefix="nbbackprop"), workers]
+            _POOL[:2] = [ThreadPoolExecutor(workers, thread_name_prefix="nbbackprop"), workers]
         return _POOL[0]
 
 
@@ -882,19 +881,42 @@ def _run_parts(loop, parts: int, args, shared=None) -> int:
     into them: W1's cold start took ~2.5 s longer that way). A part that has not started
     when part 0 gives up waiting (:func:`~nbbackprop.kernels.sync.start`) leaves part 0
     to do all the work alone. ``shared``: the parts' counters (a fresh zeroed
-    ``sync.SYNC_SIZE`` array; made here by default)."""
+    ``sync.SYNC_SIZE`` array; made here by default).
+
+    Nothing trains after this returns or raises: if this thread is interrupted (Ctrl-C
+    while it waits to compile, or while it waits for the others) or a submission
+    fails, the region is called off, so that a part not yet started does nothing, and
+    every part already running is waited for before the exception goes on (the
+    divergence and Ctrl-C guards restore and save the parameters after it)."""
     if shared is None:
         shared = np.zeros(sync.SYNC_SIZE, np.int64)
     if parts == 1:
         return loop(np.int64(0), np.int64(1), shared, *args)
-    others = [
-        _pool(parts - 1).submit(loop, np.int64(p), np.int64(parts), shared, *args)
-        for p in range(1, parts)
-    ]
-    counts = [loop(np.int64(0), np.int64(parts), shared, *args)]
-    # a part still queued (the pool busy elsewhere) was left out: part 0 did its work
-    counts += [f.result() for f in others if not f.cancel()]
+    others = []
+    try:
+        pool = _pool(parts - 1)
+        for p in range(1, parts):
+            others.append(pool.submit(loop, np.int64(p), np.int64(parts), shared, *args))
+        counts = [loop(np.int64(0), np.int64(parts), shared, *args)]
+        # a part still queued (the pool busy elsewhere) was left out: part 0 did its work
+        counts += [f.result() for f in others if not f.cancel()]
+    except BaseException:
+        sync.call_off(shared)
+        for f in others:
+            if not f.cancel():
+                _wait_quietly(f)
+        raise
     return max(counts)  # the part that led returns the count, the others -1
+
+
+def _wait_quietly(future) -> None:
+    """Wait for a running part to end, whatever its outcome or a further Ctrl-C."""
+    while True:
+        try:
+            future.exception()
+            return
+        except BaseException:  # noqa: S112 - a second Ctrl-C must not leave it running
+            continue
 
 
 def forward_rows(params, sizes, acts, w_off, b_off, a_off, z_off, X, out, abuf, zbuf, cap, par):

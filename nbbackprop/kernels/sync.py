@@ -31,17 +31,18 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: Where the counters are in ``sync`` (64-byte lines apart), and a slot for the
-#: region's result.
-START, BARRIER, RESULT = 0, 8, 16
-SYNC_SIZE = 24
+#: Where the counters are in ``sync`` (64-byte lines apart).
+START, BARRIER = 0, 8
+SYNC_SIZE = 16
 #: Added to the start counter when the region is called off.
 CALLED_OFF = 1 << 40
 #: Polls of the start counter before a part calls the region off (the polls past
-#: :data:`SPIN_POLLS` yield the CPU): ~10 ms or more, far longer than waking a
-#: sleeping pool thread (~0.1 ms).
-START_POLLS = 1 << 15
-#: Polls of a counter (~20 ns each) before a waiting part also yields its CPU at each
+#: :data:`SPIN_POLLS` yield the CPU where POSIX has ``sched_yield``, 0.1–1 µs each):
+#: ~15–100 ms, far longer than a pool thread takes to wake, take the GIL and enter the
+#: loop (~0.1 ms); without the yields, 32 times as many polls of ``pause`` alone.
+START_POLLS = 1 << 17 if os.name == "posix" else 1 << 22
+#: Polls of a counter (one ``pause``: ~10–140 cycles, by CPU) before a waiting part
+#: also yields its CPU at each
 #: poll: a wait between two mini-batches is ~1 µs, but with more threads than free
 #: CPUs the part waited for may be off its CPU, and a pure spin would hold the CPU it
 #: needs for the rest of a time slice (milliseconds).
@@ -187,3 +188,11 @@ def counters():
     for i in range(SYNC_SIZE):
         sync[i] = 0
     return sync
+
+
+@njit(cache=True)
+def call_off(sync):
+    """Call the region off from outside it (its caller failed): parts not yet past
+    :func:`start` return at once. Once every part has started it changes nothing (no
+    part reads the start counter again), and part 0 can only have started with them."""
+    atomic_add(sync, START, CALLED_OFF)
