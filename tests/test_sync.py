@@ -168,16 +168,20 @@ def test_parts_driver_stops_every_part_at_a_diverged_mini_batch(shuffle, slots):
     assert not np.isfinite(region[1][6])
 
 
+def _w1_shuffled(seed):
+    """W1's shapes, 95 random samples (a short last mini-batch) in a shuffled order."""
+    sizes, dtype, m, n = [784, 30, 10], "float64", 10, 95
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, sizes[0]))
+    Y = np.eye(10)[rng.integers(0, 10, n)]
+    return sizes, dtype, m, rng.permutation(n).astype(np.int64), X, Y
+
+
 @TWO
 def test_parts_driver_does_the_work_alone_when_no_thread_comes(monkeypatch):
     # the pool's only thread is busy: part 0 waits, calls the region off, trains alone
     # and does not wait for the queued part (the same bits as the fork/join driver)
-    sizes, dtype, m = [784, 30, 10], "float64", 10
-    rng = np.random.default_rng(2)
-    n = 95
-    X = rng.random((n, sizes[0]))
-    Y = np.eye(10)[rng.integers(0, 10, n)]
-    order = rng.permutation(n).astype(np.int64)
+    sizes, dtype, m, order, X, Y = _w1_shuffled(seed=2)
     busy, gate = ThreadPoolExecutor(1), threading.Event()
     blocker = busy.submit(gate.wait)
     monkeypatch.setattr(cpu_train, "_pool", lambda workers: busy)
@@ -196,12 +200,7 @@ def test_parts_driver_does_the_work_alone_when_no_thread_comes(monkeypatch):
 @TWO
 def test_more_parts_than_threads_train_the_same_bits():
     # three parts on two cores (the barriers' waits yield the CPU): uneven shares
-    sizes, dtype, m = [784, 30, 10], "float64", 10
-    rng = np.random.default_rng(3)
-    n = 95
-    X = rng.random((n, sizes[0]))
-    Y = np.eye(10)[rng.integers(0, 10, n)]
-    order = rng.permutation(n).astype(np.int64)
+    sizes, dtype, m, order, X, Y = _w1_shuffled(seed=3)
     three = _train_together(sizes, dtype, m, order, X, Y, 0.5, 3, parts=3)
     forks = _train("forks", sizes, dtype, m, order, X, Y, 0.5, 3)
     np.testing.assert_array_equal(three[0], forks[0])
