@@ -450,17 +450,11 @@ def _train_sgd_body(
     loop of :func:`_sgd_loop_body` as the only part, its parallel kernels forking and
     joining the pool as they go."""
     return LOOP(  # noqa: F821
-        np.int64(0), np.int64(1), sync.counters(), params, grads, state, sizes, acts, cost,
+        np.int64(0), np.int64(1), np.zeros(sync.SYNC_SIZE, np.int64), params, grads, state,
+        sizes, acts, cost,
         w_off, b_off, a_off, z_off, X, Y, order, batch_size, first, last, abuf, zbuf, dbuf,
         ybuf, costs, batch_costs, opt, hyper, step, par,
     )  # fmt: skip
-
-
-@njit(cache=True, inline="always")
-def _skews(sizes, acts, par):
-    """Whether layer 0's update and the next mini-batch's layer-0 forward pass may share
-    a parallel region: layer 0 tiled on every thread, not softmax, a layer above it."""
-    return sizes.shape[0] >= 3 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
 
 
 # How the loop does layer 0's work: as the parts of one region (``_region_*``: each
@@ -582,7 +576,7 @@ def _sgd_loop_body(
     l2 = hyper[L2]
     n_in = sizes[0]
     W0, b0 = _weights(params, sizes, w_off, b_off, 0)
-    skew = _skews(sizes, acts, par)
+    skew = L >= 2 and par[0] == TILED_PARALLEL and acts[0] != t.SOFTMAX
     # where gathered inputs go: layer 0's slot, then up to two after the last layer's
     base = cap * (a_off[L] + sizes[L])
     slots = (0, base, base + cap * n_in)
@@ -633,7 +627,7 @@ def _sgd_loop_body(
             )  # fmt: skip
             batch_costs[i] = total / m
             if lift and np.isfinite(batch_costs[i]):
-                W1, b1 = _weights(params, sizes, w_off, b_off, 1)
+                _, b1 = _weights(params, sizes, w_off, b_off, 1)
                 t.bias_step(b1, _rows(dbuf, cap * z_off[1], m, sizes[2]), eta, inv_m)
         delta0 = _rows(dbuf, cap * z_off[0], m, sizes[1])
         W_up, delta_up, a_hidden = W0[:0], delta0[:0], delta0[:0]

@@ -1,19 +1,19 @@
-"""Atomics and a spinning barrier, for a parallel region that stays up over many
-mini-batches.
+"""Atomics and a spinning barrier, for threads that work together over many
+mini-batches (the parts of :func:`~nbbackprop.kernels.cpu_train._run_parts`).
 
 A ``prange`` loop is a fork and a join of the thread pool: ~0.8 µs on the 2-core
 reference machine, once or twice per mini-batch, which for W1 (10 samples, ~10 µs of
-work per mini-batch) is most of what one core waits for. A driver that keeps one
-region for a whole run of mini-batches synchronises its threads with
-:func:`barrier` instead (~0.08 µs: one atomic add and a spin on one cache line).
+work per mini-batch) is most of what one core waits for. Threads that stay together
+for a whole run of mini-batches (a *region*, each thread one *part* of it)
+synchronise with :func:`barrier` instead (~0.06 µs: one atomic add and a spin on one
+cache line).
 
-A barrier deadlocks unless every part of the region runs at the same time, on its
-own thread, which ``prange`` does not promise (a threading layer may run the parts
-one after another on one thread). :func:`start` therefore lets the parts meet before
-any work: a part that waits there too long calls the region off, atomically, and
-does the whole work alone; every other part returns having done nothing. Past
-:func:`start`, every part is running on a thread of its own, and the barriers only
-wait.
+A barrier deadlocks unless every part runs at the same time, on its own thread, which
+nothing promises (a pool thread may be busy elsewhere, or late). :func:`start`
+therefore lets the parts meet before any work: a part that waits there too long calls
+the region off, atomically, and does the whole work alone; every other part returns
+having done nothing. Past :func:`start`, every part is running on a thread of its
+own, and the barriers only wait.
 
 ``sync`` is an int64 array of :data:`SYNC_SIZE` zeros, one per region: the counters sit
 on cache lines of their own.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import platform
 
-import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba import types as nbtypes
@@ -42,10 +41,9 @@ CALLED_OFF = 1 << 40
 #: loop (~0.1 ms); without the yields, 32 times as many polls of ``pause`` alone.
 START_POLLS = 1 << 17 if os.name == "posix" else 1 << 22
 #: Polls of a counter (one ``pause``: ~10–140 cycles, by CPU) before a waiting part
-#: also yields its CPU at each
-#: poll: a wait between two mini-batches is ~1 µs, but with more threads than free
-#: CPUs the part waited for may be off its CPU, and a pure spin would hold the CPU it
-#: needs for the rest of a time slice (milliseconds).
+#: also yields its CPU at each poll: a wait between two mini-batches is ~1 µs, but
+#: with more threads than free CPUs the part waited for may be off its CPU, and a pure
+#: spin would hold the CPU it needs for the rest of a time slice (milliseconds).
 SPIN_POLLS = 1 << 12
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
@@ -166,7 +164,8 @@ def start(sync, parts):
 
 @njit(cache=True, inline="always")
 def barrier(sync, parts):
-    """Wait until all ``parts`` have arrived here (after :func:`start` said True).
+    """Wait until all ``parts`` have arrived here (after :func:`start` returned
+    :data:`GO`).
 
     Arrivals are counted, never reset: round r is complete when the count reaches
     ``(r + 1) * parts``, and no part can arrive at round r + 1 before that."""
@@ -178,16 +177,6 @@ def barrier(sync, parts):
     while atomic_load(sync, BARRIER) < target:
         polls += 1
         _wait(polls)
-
-
-@njit(cache=True)
-def counters():
-    """A zeroed ``sync`` array for one region (``np.zeros`` in a ``parallel=True``
-    function would be a parallel region of its own)."""
-    sync = np.empty(SYNC_SIZE, np.int64)
-    for i in range(SYNC_SIZE):
-        sync[i] = 0
-    return sync
 
 
 @njit(cache=True)
