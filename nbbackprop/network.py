@@ -40,6 +40,29 @@ _CHUNK_SECONDS = 0.25
 _ASSUMED_FLOPS = 1.0e10
 
 
+#: Byte alignment of the parameter buffer and the per-batch buffers: one AVX-512
+#: register, so that rows whose length is a multiple of it (W1's 784 float64, W2's 784
+#: float32) start on a cache line and no vector load is split across two lines.
+ALIGN_BYTES = 64
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` whose data starts on an :data:`ALIGN_BYTES` boundary.
+
+    NumPy promises 16 bytes; whether a buffer lands on a cache line is otherwise luck
+    (it varies with the size and the allocator's state). Measured on one core (Zen 5,
+    one part's 16 of W1's 30 rows): the forward pass 3.75 -> 3.30 us and the update
+    3.32 -> 3.07 us when W and the activations start on a cache line rather than 16
+    bytes past one. The array is a view of a slightly larger byte buffer, which it
+    keeps alive.
+    """
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.zeros(n * dtype.itemsize + ALIGN_BYTES, dtype=np.uint8)
+    skip = -raw.ctypes.data % ALIGN_BYTES
+    return raw[skip : skip + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def chunk_batches(sizes, cap: int) -> int:
     """Mini-batches of up to ``cap`` samples per compiled call (about ``_CHUNK_SECONDS``)."""
     flops = 6.0 * sum(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
@@ -53,12 +76,12 @@ class Workspace:
         self.cap = cap
         # every layer's activations, then two more slots for gathered inputs (the SGD
         # driver gathers the next two mini-batches while this one's inputs are still read)
-        self.abuf = np.zeros(cap * (sum(sizes) + 2 * sizes[0]), dtype=dtype)
-        self.zbuf = np.zeros(cap * sum(sizes[1:]), dtype=dtype)
-        self.dbuf = np.zeros(cap * sum(sizes[1:]), dtype=dtype)
-        self.ybuf = np.zeros(cap * sizes[-1], dtype=dtype)
+        self.abuf = aligned_zeros(cap * (sum(sizes) + 2 * sizes[0]), dtype)
+        self.zbuf = aligned_zeros(cap * sum(sizes[1:]), dtype)
+        self.dbuf = aligned_zeros(cap * sum(sizes[1:]), dtype)
+        self.ybuf = aligned_zeros(cap * sizes[-1], dtype)
         self.costs = np.zeros(cap, dtype=np.float64)
-        self.grads = np.zeros(n_params, dtype=dtype)
+        self.grads = aligned_zeros(n_params, dtype)
 
     @property
     def nbytes(self) -> int:
@@ -142,7 +165,7 @@ class Network:
         self._z_off = np.concatenate([[0], np.cumsum(self.sizes[1:])[:-1]]).astype(np.int64)
         self.n_weights = int(sum(n_w))
         self.n_params = self.n_weights + int(sum(self.sizes[1:]))
-        self.params = np.zeros(self.n_params, dtype=self.dtype)
+        self.params = aligned_zeros(self.n_params, self.dtype)
         self._make_views()
         self._init_rng = np.random.default_rng(seed)
         self.rng = np.random.default_rng(self._init_rng.integers(2**63))
@@ -354,7 +377,7 @@ class Network:
     def _set_optimizer(self, name: str) -> None:
         if self._opt_name != name:
             self._opt_name = name
-            self.opt_state = np.zeros((_STATE_ROWS[name], self.n_params), dtype=self.dtype)
+            self.opt_state = aligned_zeros((_STATE_ROWS[name], self.n_params), self.dtype)
             self.step[0] = 0
 
     @property
@@ -812,6 +835,11 @@ class Network:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        # a copy or an unpickled array is only 16-byte aligned: back onto a cache line
+        for key in ("params", "opt_state"):
+            values = getattr(self, key)
+            setattr(self, key, aligned_zeros(values.shape, values.dtype))
+            getattr(self, key)[...] = values
         self._workspaces = {}
         self._make_views()
 

@@ -7,6 +7,7 @@ import reference as ref
 from conftest import assert_backprop_matches_reference, assert_close, numeric_grads
 
 import nbbackprop as nb
+from nbbackprop.network import ALIGN_BYTES, aligned_zeros
 
 SHAPES = [[4, 3], [3, 1, 2], [5, 4, 3], [7, 5, 1, 3], [6, 9, 5, 4, 2]]
 DTYPES = [np.float64, np.float32]
@@ -261,6 +262,37 @@ def test_weights_and_biases_are_writable_views():
     net.weights[1][...] = 0
     net.biases[1][...] = 0
     np.testing.assert_allclose(net.feedforward(np.ones((2, 3))), 0.5)
+
+
+@pytest.mark.parametrize("shape", [1, 7, (3, 5), 4097])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_zeros(shape, dtype):
+    for _ in range(5):  # several allocations: each lands anywhere NumPy's allocator puts it
+        a = aligned_zeros(shape, dtype)
+        assert a.ctypes.data % ALIGN_BYTES == 0
+        assert a.shape == np.zeros(shape).shape and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable and not a.any()
+
+
+def _is_aligned(a):
+    return a.ctypes.data % ALIGN_BYTES == 0
+
+
+def test_parameters_and_buffers_start_on_a_cache_line(rng):
+    import copy
+    import pickle
+
+    sizes = [13, 7, 3]
+    X, Y, _ = make_data(rng, sizes, 20)
+    net = nb.Network(sizes, seed=0)
+    net.fit(X, Y, epochs=1, batch_size=5, eta=0.5, optimizer="momentum", seed=0)
+    ws = net._workspace(5)
+    assert all(map(_is_aligned, (net.params, net.opt_state, ws.abuf, ws.zbuf, ws.dbuf, ws.grads)))
+    for other in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert _is_aligned(other.params) and _is_aligned(other.opt_state)
+        assert np.shares_memory(other.weights[0], other.params)
+        np.testing.assert_array_equal(other.params, net.params)
+        np.testing.assert_array_equal(other.opt_state, net.opt_state)
 
 
 def test_history_contents(rng):
