@@ -17,6 +17,7 @@ import numpy as np
 from . import _guards, _threads, devices, orchestration
 from . import _validation as v
 from . import functions as fn
+from ._aligned import aligned_zeros
 from .kernels import cpu as cpu_kernels
 from .kernels import cpu_train
 
@@ -38,29 +39,6 @@ MONITORS = ("train_accuracy", "val_cost", "val_accuracy")
 #: (it is seen between calls) while the per-call overhead stays negligible.
 _CHUNK_SECONDS = 0.25
 _ASSUMED_FLOPS = 1.0e10
-
-
-#: Byte alignment of the parameter buffer and the per-batch buffers: one AVX-512
-#: register, so that rows whose length is a multiple of it (W1's 784 float64, W2's 784
-#: float32) start on a cache line and no vector load is split across two lines.
-ALIGN_BYTES = 64
-
-
-def aligned_zeros(shape, dtype) -> np.ndarray:
-    """``np.zeros(shape, dtype)`` whose data starts on an :data:`ALIGN_BYTES` boundary.
-
-    NumPy promises 16 bytes; whether a buffer lands on a cache line is otherwise luck
-    (it varies with the size and the allocator's state). Measured on one core (Zen 5,
-    one part's 16 of W1's 30 rows): the forward pass 3.75 -> 3.30 us and the update
-    3.32 -> 3.07 us when W and the activations start on a cache line rather than 16
-    bytes past one. The array is a view of a slightly larger byte buffer, which it
-    keeps alive.
-    """
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64))
-    raw = np.zeros(n * dtype.itemsize + ALIGN_BYTES, dtype=np.uint8)
-    skip = -raw.ctypes.data % ALIGN_BYTES
-    return raw[skip : skip + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def chunk_batches(sizes, cap: int) -> int:

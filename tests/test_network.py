@@ -7,7 +7,7 @@ import reference as ref
 from conftest import assert_backprop_matches_reference, assert_close, numeric_grads
 
 import nbbackprop as nb
-from nbbackprop.network import ALIGN_BYTES, aligned_zeros
+from nbbackprop._aligned import ALIGN_BYTES, aligned_zeros
 
 SHAPES = [[4, 3], [3, 1, 2], [5, 4, 3], [7, 5, 1, 3], [6, 9, 5, 4, 2]]
 DTYPES = [np.float64, np.float32]

@@ -76,6 +76,7 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .._aligned import aligned_zeros
 from . import cpu as k
 from . import cpu_tiled as t
 from . import sync
@@ -883,7 +884,8 @@ def _run_parts(loop, parts: int, args, shared=None) -> int:
     every part already running is waited for before the exception goes on (the
     divergence and Ctrl-C guards restore and save the parameters after it)."""
     if shared is None:
-        shared = np.zeros(sync.SYNC_SIZE, np.int64)
+        # its counters 64 bytes apart on lines of their own (sync.BARRIER)
+        shared = aligned_zeros(sync.SYNC_SIZE, np.int64)
     if parts == 1:
         return loop(np.int64(0), np.int64(1), shared, *args)
     others = []
