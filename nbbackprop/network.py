@@ -17,7 +17,7 @@ import numpy as np
 from . import _guards, _threads, devices, orchestration
 from . import _validation as v
 from . import functions as fn
-from ._aligned import aligned_zeros
+from ._aligned import ALIGN_BYTES, aligned_zeros
 from .kernels import cpu as cpu_kernels
 from .kernels import cpu_train
 
@@ -58,7 +58,7 @@ class Workspace:
         self.zbuf = aligned_zeros(cap * sum(sizes[1:]), dtype)
         self.dbuf = aligned_zeros(cap * sum(sizes[1:]), dtype)
         self.ybuf = aligned_zeros(cap * sizes[-1], dtype)
-        self.costs = np.zeros(cap, dtype=np.float64)
+        self.costs = aligned_zeros(cap, np.float64)
         self.grads = aligned_zeros(n_params, dtype)
 
     @property
@@ -813,11 +813,19 @@ class Network:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        # a copy or an unpickled array is only 16-byte aligned: back onto a cache line
+        # an unpickled or deep-copied array is only 16-byte aligned: back onto a cache
+        # line. Not a read-only one (a memory map, shared between processes, which
+        # predicts but refuses training), nor one already aligned (copy.copy shares it),
+        # nor anything but an array (the entry points' check names the problem).
         for key in ("params", "opt_state"):
-            values = getattr(self, key)
-            setattr(self, key, aligned_zeros(values.shape, values.dtype))
-            getattr(self, key)[...] = values
+            values = getattr(self, key, None)
+            if (
+                isinstance(values, np.ndarray)
+                and values.flags.writeable
+                and values.ctypes.data % ALIGN_BYTES
+            ):
+                setattr(self, key, aligned_zeros(values.shape, values.dtype))
+                getattr(self, key)[...] = values
         self._workspaces = {}
         self._make_views()
 

@@ -287,12 +287,51 @@ def test_parameters_and_buffers_start_on_a_cache_line(rng):
     net = nb.Network(sizes, seed=0)
     net.fit(X, Y, epochs=1, batch_size=5, eta=0.5, optimizer="momentum", seed=0)
     ws = net._workspace(5)
-    assert all(map(_is_aligned, (net.params, net.opt_state, ws.abuf, ws.zbuf, ws.dbuf, ws.grads)))
+    buffers = (ws.abuf, ws.zbuf, ws.dbuf, ws.ybuf, ws.costs, ws.grads)
+    assert all(map(_is_aligned, (net.params, net.opt_state, *buffers)))
     for other in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         assert _is_aligned(other.params) and _is_aligned(other.opt_state)
         assert np.shares_memory(other.weights[0], other.params)
         np.testing.assert_array_equal(other.params, net.params)
         np.testing.assert_array_equal(other.opt_state, net.opt_state)
+    assert copy.copy(net).params is net.params  # a shallow copy still shares them
+
+
+def _off_a_line(a):
+    """A copy of ``a`` whose data starts 8 bytes past a cache line."""
+    raw = np.zeros(a.nbytes + 2 * ALIGN_BYTES, np.uint8)
+    skip = -raw.ctypes.data % ALIGN_BYTES + 8
+    out = raw[skip : skip + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_unpickling_puts_parameters_back_on_a_cache_line(rng, tmp_path):
+    sizes = [13, 7, 3]
+    X, Y, _ = make_data(rng, sizes, 20)
+    net = nb.Network(sizes, seed=0)
+    net.fit(X, Y, epochs=1, batch_size=5, eta=0.5, optimizer="adam", seed=0)
+    state = net.__getstate__()
+    state["params"], state["opt_state"] = _off_a_line(net.params), _off_a_line(net.opt_state)
+    other = nb.Network.__new__(nb.Network)
+    other.__setstate__(state)
+    assert _is_aligned(other.params) and _is_aligned(other.opt_state)
+    np.testing.assert_array_equal(other.params, net.params)
+    np.testing.assert_array_equal(other.opt_state, net.opt_state)
+    assert np.shares_memory(other.weights[1], other.params)
+    # a read-only buffer (a memory map shared between processes) is left as it is
+    state = net.__getstate__()
+    state["params"] = _off_a_line(net.params)
+    state["params"].flags.writeable = False
+    other = nb.Network.__new__(nb.Network)
+    other.__setstate__(state)
+    assert other.params is state["params"]
+    # so is the optimiser state a saved network comes back with
+    path = tmp_path / "net.npz"
+    net.save(path)
+    loaded = nb.load(path)
+    assert _is_aligned(loaded.params) and _is_aligned(loaded.opt_state)
+    np.testing.assert_array_equal(loaded.opt_state, net.opt_state)
 
 
 def test_history_contents(rng):
