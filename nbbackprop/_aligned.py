@@ -27,3 +27,10 @@ def aligned_zeros(shape, dtype) -> np.ndarray:
     raw = np.zeros(n * dtype.itemsize + ALIGN_BYTES, dtype=np.uint8)
     skip = -raw.ctypes.data % ALIGN_BYTES
     return raw[skip : skip + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def aligned_copy(values: np.ndarray) -> np.ndarray:
+    """A copy of ``values`` (same shape and dtype) in an :func:`aligned_zeros` buffer."""
+    out = aligned_zeros(values.shape, values.dtype)
+    out[...] = values
+    return out

@@ -17,7 +17,7 @@ import numpy as np
 from . import _guards, _threads, devices, orchestration
 from . import _validation as v
 from . import functions as fn
-from ._aligned import ALIGN_BYTES, aligned_zeros
+from ._aligned import ALIGN_BYTES, aligned_copy, aligned_zeros
 from .kernels import cpu as cpu_kernels
 from .kernels import cpu_train
 
@@ -824,8 +824,7 @@ class Network:
                 and values.flags.writeable
                 and values.ctypes.data % ALIGN_BYTES
             ):
-                setattr(self, key, aligned_zeros(values.shape, values.dtype))
-                getattr(self, key)[...] = values
+                setattr(self, key, aligned_copy(values))
         self._workspaces = {}
         self._make_views()
 

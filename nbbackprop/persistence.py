@@ -45,7 +45,7 @@ import numpy as np
 
 from . import __version__
 from . import _validation as v
-from ._aligned import aligned_zeros
+from ._aligned import aligned_copy
 
 FORMAT = "nbbackprop.network"
 #: The version this module writes, and the only one it reads.
@@ -334,9 +334,7 @@ def _restore(net, path, meta: dict, arrays: dict) -> None:
     rng = _generator(path, rng_state, "random generator")
     net.params[...] = arrays["params"]
     net._opt_name = optimizer
-    state_values = arrays["opt_state"]
-    net.opt_state = aligned_zeros(state_values.shape, state_values.dtype)
-    net.opt_state[...] = state_values
+    net.opt_state = aligned_copy(arrays["opt_state"])
     net.step[0] = step
     net.epochs_trained = epochs_trained
     net.schedule_state = dict(state)

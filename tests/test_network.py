@@ -269,7 +269,7 @@ def test_weights_and_biases_are_writable_views():
 def test_aligned_zeros(shape, dtype):
     for _ in range(5):  # several allocations: each lands anywhere NumPy's allocator puts it
         a = aligned_zeros(shape, dtype)
-        assert a.ctypes.data % ALIGN_BYTES == 0
+        assert _is_aligned(a)
         assert a.shape == np.zeros(shape).shape and a.dtype == dtype
         assert a.flags.c_contiguous and a.flags.writeable and not a.any()
 
@@ -299,9 +299,8 @@ def test_parameters_and_buffers_start_on_a_cache_line(rng):
 
 def _off_a_line(a):
     """A copy of ``a`` whose data starts 8 bytes past a cache line."""
-    raw = np.zeros(a.nbytes + 2 * ALIGN_BYTES, np.uint8)
-    skip = -raw.ctypes.data % ALIGN_BYTES + 8
-    out = raw[skip : skip + a.nbytes].view(a.dtype).reshape(a.shape)
+    raw = aligned_zeros(a.nbytes + 8, np.uint8)
+    out = raw[8:].view(a.dtype).reshape(a.shape)
     out[...] = a
     return out
 
